@@ -1,0 +1,106 @@
+//! The REST API (axum): routes, the request-id and metrics middleware, extractors
+//! that turn every rejection into the spec's error format, and the node endpoints.
+//!
+//! One file per resource: [`admin`] (operators), [`venues`] (catalog reads),
+//! [`node`] (health and metrics).
+
+mod admin;
+mod error;
+mod extract;
+mod node;
+mod venues;
+
+pub use error::{current_request_id, now_rfc3339, ApiError, REQUEST_ID};
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderValue, Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::server::NodeCtx;
+
+/// Shared state of every handler.
+pub type AppState = Arc<NodeCtx>;
+
+/// The node's HTTP application.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.api.max_body_bytes;
+    Router::new()
+        .route("/health", get(node::health))
+        .route("/metrics", get(node::metrics))
+        .route("/v1/admin/cluster", get(admin::cluster))
+        .route("/v1/admin/venues", post(admin::create_venue))
+        .route("/v1/venues", get(venues::list))
+        .route("/v1/venues/{venue_id}", get(venues::get))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                ApiError::internal("handler panicked").into_response()
+            },
+        ))
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Accepts a caller's `X-Request-ID` if it is a short token, else makes one.
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Outermost middleware: request id (task-local for error bodies, `X-Request-ID` on
+/// every response), request counts and latencies per route, and a log line.
+async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(&req);
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let status = resp.status().as_u16().to_string();
+    let elapsed = started.elapsed().as_secs_f64();
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route.clone()),
+        ("status", status),
+    ];
+    metrics::counter!("boxoffice_http_requests_total", &labels).increment(1);
+    metrics::histogram!("boxoffice_http_request_duration_seconds", &labels[..2]).record(elapsed);
+    tracing::debug!(request_id = %id, %method, %route, status = resp.status().as_u16(), elapsed_ms = elapsed * 1e3, "request");
+    resp
+}

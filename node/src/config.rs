@@ -1,0 +1,258 @@
+//! `cluster.toml`: the description of a cluster (its nodes and their addresses, data
+//! dirs, Raft timing, API settings) and the validation that turns a file into a
+//! [`ClusterConfig`] a node can run with.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The whole cluster as `cluster.toml` describes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Name that every peer message and every data dir carries; traffic and data of
+    /// another cluster are refused.
+    pub cluster_name: String,
+    /// Nodes an event's inventory group is replicated on.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: usize,
+    /// Shared secret for operator endpoints (`X-Admin-Key`).
+    pub admin_key: String,
+    /// Where `scripts/cluster` keeps pid files and logs (relative to this file).
+    #[serde(default = "default_run_dir")]
+    pub run_dir: PathBuf,
+    /// The cluster's nodes. The first five (in file order) are the catalog's voters.
+    pub nodes: Vec<NodeConfig>,
+    #[serde(default)]
+    pub raft: RaftSettings,
+    #[serde(default)]
+    pub api: ApiSettings,
+    /// Directory of the file this was read from; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// One node: identity, addresses and storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: u64,
+    /// gRPC address for Raft traffic and forwarding (`host:port`).
+    pub peer_addr: SocketAddr,
+    /// REST address (`host:port`).
+    pub http_addr: SocketAddr,
+    /// RocksDB directory (relative to the config file unless absolute).
+    pub data_dir: PathBuf,
+}
+
+/// Raft timing and log compaction, shared by every group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSettings {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Log entries kept behind the snapshot (followers that lag less catch up by log).
+    pub max_in_snapshot_log_to_keep: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 1200,
+            snapshot_logs_since_last: 5000,
+            max_in_snapshot_log_to_keep: 1000,
+        }
+    }
+}
+
+/// REST API settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Deadline for a request that needs a group leader (routing, retries, commit).
+    pub request_timeout_ms: u64,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            request_timeout_ms: 5000,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+fn default_replication_factor() -> usize {
+    3
+}
+
+fn default_run_dir() -> PathBuf {
+    PathBuf::from("run")
+}
+
+/// Most catalog voters; further nodes follow the catalog as learners.
+pub const MAX_CATALOG_VOTERS: usize = 5;
+
+impl ClusterConfig {
+    /// Reads and validates a cluster file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut config: ClusterConfig =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let absolute = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        config.base_dir = absolute
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a cluster description from text (relative paths resolve against `base_dir`).
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Self> {
+        let mut config: ClusterConfig =
+            toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.base_dir = base_dir.to_path_buf();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        if self.cluster_name.trim().is_empty() {
+            return bad("cluster_name must not be empty".into());
+        }
+        if self.admin_key.len() < 8 {
+            return bad("admin_key must be at least 8 characters".into());
+        }
+        if self.nodes.is_empty() {
+            return bad("at least one [[nodes]] entry is required".into());
+        }
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for node in &self.nodes {
+            if node.id == 0 {
+                return bad("node id 0 is reserved; ids start at 1".into());
+            }
+            if !ids.insert(node.id) {
+                return bad(format!("node id {} appears twice", node.id));
+            }
+            for addr in [node.peer_addr, node.http_addr] {
+                if !addrs.insert(addr) {
+                    return bad(format!("address {addr} is used twice"));
+                }
+            }
+        }
+        if self.replication_factor == 0 || self.replication_factor > self.nodes.len() {
+            return bad(format!(
+                "replication_factor {} must be between 1 and the number of nodes ({})",
+                self.replication_factor,
+                self.nodes.len()
+            ));
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms {
+            return bad("raft.election_timeout_min_ms must exceed raft.heartbeat_ms > 0".into());
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return bad("raft.election_timeout_max_ms must exceed election_timeout_min_ms".into());
+        }
+        if r.snapshot_logs_since_last == 0 {
+            return bad("raft.snapshot_logs_since_last must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The node with this id, or a clear error naming the ids that exist.
+    pub fn node(&self, id: u64) -> Result<&NodeConfig> {
+        self.nodes.iter().find(|n| n.id == id).ok_or_else(|| {
+            let known: Vec<String> = self.nodes.iter().map(|n| n.id.to_string()).collect();
+            Error::Config(format!(
+                "node id {id} is not in the cluster file (known ids: {})",
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// A node's data dir, resolved against the config file's directory.
+    pub fn data_dir(&self, node: &NodeConfig) -> PathBuf {
+        if node.data_dir.is_absolute() {
+            node.data_dir.clone()
+        } else {
+            self.base_dir.join(&node.data_dir)
+        }
+    }
+
+    /// The catalog's initial voters: the first [`MAX_CATALOG_VOTERS`] nodes in file order.
+    pub fn catalog_voters(&self) -> BTreeSet<u64> {
+        self.nodes
+            .iter()
+            .take(MAX_CATALOG_VOTERS)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// The node that initializes a fresh cluster's catalog: the lowest voter id.
+    pub fn bootstrap_node(&self) -> u64 {
+        self.catalog_voters().into_iter().next().unwrap_or(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+        cluster_name = "t"
+        replication_factor = 1
+        admin_key = "admin-key-123"
+        [[nodes]]
+        id = 1
+        peer_addr = "127.0.0.1:7101"
+        http_addr = "127.0.0.1:7001"
+        data_dir = "d1"
+    "#;
+
+    #[test]
+    fn parses_and_resolves_relative_dirs() {
+        let c = ClusterConfig::parse(BASE, Path::new("/etc/bo")).unwrap();
+        assert_eq!(c.data_dir(c.node(1).unwrap()), PathBuf::from("/etc/bo/d1"));
+        assert_eq!(c.raft.heartbeat_ms, 100);
+        assert_eq!(c.catalog_voters().into_iter().collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn rejects_unknown_node_and_bad_values() {
+        let err = ClusterConfig::parse(&BASE.replace("\"t\"", "\"\""), Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("cluster_name"), "{err}");
+        let c = ClusterConfig::parse(BASE, Path::new(".")).unwrap();
+        let err = c.node(9).unwrap_err().to_string();
+        assert!(
+            err.contains("node id 9") && err.contains("known ids: 1"),
+            "{err}"
+        );
+        let err = ClusterConfig::parse(&format!("bogus = 1\n{BASE}"), Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn rejects_duplicate_ids() {
+        let twice = format!(
+            "{BASE}\n[[nodes]]\nid = 1\npeer_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\ndata_dir = \"x\""
+        );
+        let err = ClusterConfig::parse(&twice, Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
+    }
+}

@@ -1,0 +1,154 @@
+//! [`GroupMachine`]: one group's domain machine plus the parts every group shares —
+//! exactly-once by request id and a monotonic clock built from leader stamps.
+
+use serde::{Deserialize, Serialize};
+
+use super::catalog::Catalog;
+use super::dedup::Dedup;
+use super::{ApplyCtx, Change, Command, CommandBody, Response};
+use crate::codec;
+use crate::error::{Error, Result};
+
+const CLOCK_KEY: &[u8] = b"mclock";
+const DOMAIN_PREFIX: u8 = b'x';
+
+/// Which domain machine a group runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupKind {
+    Catalog,
+}
+
+/// The complete replicated state of one group, in memory; persisted through the
+/// [`Change`]s that [`GroupMachine::apply`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupMachine {
+    /// Largest stamped time applied so far: time never runs backwards here, even
+    /// after a leader change to a node with a slower clock.
+    clock_ms: i64,
+    dedup: Dedup,
+    domain: Domain,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Domain {
+    Catalog(Catalog),
+}
+
+impl GroupMachine {
+    /// An empty machine of the given kind.
+    pub fn new(kind: GroupKind) -> Self {
+        Self {
+            clock_ms: 0,
+            dedup: Dedup::default(),
+            domain: match kind {
+                GroupKind::Catalog => Domain::Catalog(Catalog::default()),
+            },
+        }
+    }
+
+    /// Applies one command at log index `index`.
+    pub fn apply(&mut self, cmd: Command, index: u64) -> (Response, Vec<Change>) {
+        let mut changes = Vec::new();
+        if cmd.stamped_ms > self.clock_ms {
+            self.clock_ms = cmd.stamped_ms;
+            changes.push(Change::Put(
+                CLOCK_KEY.to_vec(),
+                self.clock_ms.to_be_bytes().to_vec(),
+            ));
+        }
+        let ctx = ApplyCtx {
+            index,
+            now_ms: self.clock_ms,
+        };
+        self.dedup.evict(ctx.now_ms, &mut changes);
+        if let Some(first) = self.dedup.get(&cmd.request_id) {
+            return (first.clone(), changes);
+        }
+        let mut domain_changes = Vec::new();
+        let response = match (&mut self.domain, cmd.body) {
+            (Domain::Catalog(c), CommandBody::Catalog(body)) => {
+                Response::Catalog(c.apply(body, ctx, &mut domain_changes))
+            }
+        };
+        changes.extend(domain_changes.into_iter().map(prefix_domain));
+        self.dedup
+            .remember(cmd.request_id, ctx.now_ms, response.clone(), &mut changes);
+        (response, changes)
+    }
+
+    /// Rebuilds a machine from its persisted key-values (any order).
+    pub fn restore<'a>(
+        kind: GroupKind,
+        kvs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Result<Self> {
+        let mut m = Self::new(kind);
+        for (k, v) in kvs {
+            if k == CLOCK_KEY {
+                let bytes: [u8; 8] = v
+                    .try_into()
+                    .map_err(|_| Error::Decode("clock value is not 8 bytes".into()))?;
+                m.clock_ms = i64::from_be_bytes(bytes);
+            } else if Dedup::is_key(k) {
+                m.dedup.restore(k, v)?;
+            } else if k.first() == Some(&DOMAIN_PREFIX) {
+                match &mut m.domain {
+                    Domain::Catalog(c) => c.restore(&k[1..], v)?,
+                }
+            } else {
+                return Err(Error::Decode(format!("unknown machine key {k:?}")));
+            }
+        }
+        Ok(m)
+    }
+
+    /// Every persisted key-value of this machine (what [`GroupMachine::restore`] takes).
+    pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        if self.clock_ms != 0 {
+            out.push((CLOCK_KEY.to_vec(), self.clock_ms.to_be_bytes().to_vec()));
+        }
+        self.dedup.dump(&mut out);
+        let mut domain = Vec::new();
+        match &self.domain {
+            Domain::Catalog(c) => c.dump(&mut domain),
+        }
+        out.extend(domain.into_iter().map(|(k, v)| (with_domain_prefix(k), v)));
+        out
+    }
+
+    /// The catalog, if this group is the catalog.
+    pub fn catalog(&self) -> Option<&Catalog> {
+        match &self.domain {
+            Domain::Catalog(c) => Some(c),
+        }
+    }
+
+    /// Largest leader-stamped time applied (ms since the Unix epoch).
+    pub fn clock_ms(&self) -> i64 {
+        self.clock_ms
+    }
+
+    /// Request ids currently remembered for exactly-once.
+    pub fn remembered_requests(&self) -> usize {
+        self.dedup.len()
+    }
+}
+
+fn with_domain_prefix(k: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(k.len() + 1);
+    out.push(DOMAIN_PREFIX);
+    out.extend_from_slice(&k);
+    out
+}
+
+fn prefix_domain(c: Change) -> Change {
+    match c {
+        Change::Put(k, v) => Change::Put(with_domain_prefix(k), v),
+        Change::Delete(k) => Change::Delete(with_domain_prefix(k)),
+    }
+}
+
+/// Encodes a domain value; domain types are plain data, so failure is a bug in a type.
+pub(crate) fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
+    codec::encode(value).expect("domain value encodes")
+}

@@ -1,0 +1,40 @@
+//! # boxoffice-node
+//!
+//! One process per node. A node owns one RocksDB, one gRPC server (peer port: Raft
+//! traffic and forwarding), one HTTP server (REST port), and many Raft groups: the
+//! catalog (group 0) today, one inventory group per event next.
+//!
+//! ## Module map
+//! - [`config`]: `cluster.toml`.
+//! - [`domain`]: PURE deterministic state machines (no I/O, no clock).
+//! - [`raft`]: the multi-raft engine on openraft: RocksDB storage, tonic transport,
+//!   group registry, catalog bootstrap.
+//! - [`routing`]: gets a proposal applied by its group's leader from any node.
+//! - [`api`]: axum routes, error format, middleware.
+//! - [`liveness`]: node-level peer probes.
+//! - [`server`]: [`server::run`], the node as a library function.
+//!
+//! ## Write path
+//! ```text
+//! client ─HTTP─▶ any node ─api─▶ Router ──(leader here?)──▶ Raft::client_write
+//!                                   │ no                        │ stamped with leader time
+//!                                   └─gRPC Forward─▶ leader ────┘
+//!   leader: append (1 synced WriteBatch) ─▶ replicate ─▶ commit ─▶ apply (pure machine)
+//!           ─▶ changes + last_applied in 1 WriteBatch ─▶ response to the client
+//! ```
+//! ## Read path
+//! ```text
+//! client ─HTTP─▶ any node ─▶ local replica's applied state (+ applied index)
+//! ```
+
+pub mod api;
+pub mod codec;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod liveness;
+pub mod raft;
+pub mod routing;
+pub mod server;
+
+pub use error::{Error, Result};

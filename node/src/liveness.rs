@@ -1,0 +1,84 @@
+//! Node-level liveness: one probe per peer every half second (not one per group), so
+//! operators see which nodes are up and, in later work, quiesced groups can rely on
+//! it instead of their own heartbeats. It also notices peers of another cluster.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::ClusterConfig;
+use crate::raft::{NodeId, Peers};
+
+/// How long since the last answer before a peer counts as down.
+const DOWN_AFTER: Duration = Duration::from_secs(2);
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// What this node knows about its peers' liveness.
+#[derive(Clone)]
+pub struct Liveness {
+    me: NodeId,
+    last_seen: Arc<Mutex<HashMap<NodeId, Instant>>>,
+}
+
+impl Liveness {
+    pub fn new(me: NodeId) -> Self {
+        Self {
+            me,
+            last_seen: Arc::default(),
+        }
+    }
+
+    /// `up` if the node answered recently (this node is always up), else `down`.
+    pub fn state_of(&self, node: NodeId) -> &'static str {
+        if node == self.me {
+            return "up";
+        }
+        let seen = self
+            .last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .copied();
+        match seen {
+            Some(t) if t.elapsed() < DOWN_AFTER => "up",
+            _ => "down",
+        }
+    }
+
+    /// Probes every peer of the config forever (the server aborts it at shutdown).
+    pub async fn run(
+        self,
+        config: Arc<ClusterConfig>,
+        peers: Peers,
+        my_uuid: Arc<dyn Fn() -> Option<uuid::Uuid> + Send + Sync>,
+    ) {
+        let mut warned = false;
+        loop {
+            let probes = config.nodes.iter().filter(|n| n.id != self.me).map(|n| {
+                let peers = peers.clone();
+                let addr = n.peer_addr.to_string();
+                async move { (n.id, peers.hello(n.id, &addr, PROBE_EVERY).await) }
+            });
+            for (id, result) in futures::future::join_all(probes).await {
+                let Ok(reply) = result else { continue };
+                self.last_seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, Instant::now());
+                let mine = my_uuid().map(|u| u.to_string());
+                if let Some(mine) = mine {
+                    if !reply.cluster_uuid.is_empty() && reply.cluster_uuid != mine && !warned {
+                        tracing::error!(
+                            peer = id,
+                            peer_cluster_uuid = %reply.cluster_uuid,
+                            our_cluster_uuid = %mine,
+                            "peer holds data of a different bootstrap of this cluster (a data dir from another cluster?)"
+                        );
+                        warned = true;
+                    }
+                }
+            }
+            tokio::time::sleep(PROBE_EVERY).await;
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The node's group registry: starts, looks up and stops the Raft of each group this
+//! node replicates. Every group shares the node's RocksDB and peer channels.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use super::log_store::LogStore;
+use super::network::{GroupNetworkFactory, Peers};
+use super::state_machine::{GroupStateMachine, SharedState};
+use super::store::Store;
+use super::types::{GroupId, Raft};
+use crate::config::RaftSettings;
+use crate::domain::GroupKind;
+use crate::error::{Error, Result};
+
+/// A running group on this node.
+pub struct Group {
+    pub id: GroupId,
+    pub kind: GroupKind,
+    pub raft: Raft,
+    /// The applied state, for local reads.
+    pub state: SharedState,
+}
+
+/// Registry of the groups running on this node.
+#[derive(Clone)]
+pub struct Groups {
+    groups: Arc<RwLock<BTreeMap<GroupId, Arc<Group>>>>,
+    store: Store,
+    peers: Peers,
+    config: Arc<openraft::Config>,
+}
+
+impl Groups {
+    pub fn new(store: Store, peers: Peers, cluster: &str, settings: &RaftSettings) -> Result<Self> {
+        let config = openraft::Config {
+            cluster_name: cluster.to_string(),
+            heartbeat_interval: settings.heartbeat_ms,
+            election_timeout_min: settings.election_timeout_min_ms,
+            election_timeout_max: settings.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+                settings.snapshot_logs_since_last,
+            ),
+            max_in_snapshot_log_to_keep: settings.max_in_snapshot_log_to_keep,
+            install_snapshot_timeout: 2_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Config(format!("raft settings: {e}")))?;
+        Ok(Self {
+            groups: Arc::default(),
+            store,
+            peers,
+            config: Arc::new(config),
+        })
+    }
+
+    /// Starts a group's Raft on this node (idempotent: returns the running group).
+    pub async fn start(&self, id: GroupId, kind: GroupKind) -> Result<Arc<Group>> {
+        if let Some(g) = self.get(id) {
+            return Ok(g);
+        }
+        let log = LogStore::new(self.store.clone(), id);
+        let sm = GroupStateMachine::open(self.store.clone(), id, kind)
+            .map_err(|e| Error::Raft(format!("open state machine of {id}: {e}")))?;
+        let state = sm.shared();
+        let network = GroupNetworkFactory::new(id, self.peers.clone());
+        let raft = Raft::new(self.peers.me(), self.config.clone(), network, log, sm)
+            .await
+            .map_err(|e| Error::Raft(format!("start {id}: {e}")))?;
+        let group = Arc::new(Group {
+            id,
+            kind,
+            raft,
+            state,
+        });
+        let mut w = self.groups.write().unwrap_or_else(|p| p.into_inner());
+        // A concurrent start of the same group keeps the first one.
+        let entry = w.entry(id).or_insert_with(|| group.clone());
+        Ok(entry.clone())
+    }
+
+    pub fn get(&self, id: GroupId) -> Option<Arc<Group>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Running groups in id order.
+    pub fn list(&self) -> Vec<Arc<Group>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Stops a group's Raft (its data stays on disk).
+    pub async fn stop(&self, id: GroupId) {
+        let removed = self
+            .groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(g) = removed {
+            if let Err(e) = g.raft.shutdown().await {
+                tracing::warn!(group = %id, "raft shutdown: {e}");
+            }
+        }
+    }
+
+    /// Stops every group.
+    pub async fn stop_all(&self) {
+        let ids: Vec<GroupId> = self.list().iter().map(|g| g.id).collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+}

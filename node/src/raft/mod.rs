@@ -1,0 +1,24 @@
+//! The multi-raft engine on openraft: every group (the catalog and, later, one per
+//! event) shares the node's RocksDB ([`store`]) and peer channels ([`network`]); the
+//! registry ([`groups`]) starts and stops each group's Raft.
+
+mod bootstrap;
+mod groups;
+mod log_store;
+mod network;
+mod service;
+mod state_machine;
+mod store;
+mod types;
+
+pub use bootstrap::{bootstrap_catalog, catalog_duties};
+pub use groups::{Group, Groups};
+pub use log_store::LogStore;
+pub use network::{Peers, MAX_MESSAGE_BYTES};
+pub use service::PeerService;
+pub use state_machine::{AppliedState, GroupStateMachine, SharedState};
+pub use store::Store;
+pub use types::{GroupId, LogId, NodeId, NodeInfo, Raft, RaftMetrics, TypeConfig};
+
+#[cfg(test)]
+mod storage_suite;

@@ -1,0 +1,269 @@
+//! Raft transport over tonic: [`Peers`] keeps one lazily connected gRPC channel per
+//! peer node, and every group's [`GroupNetworkFactory`] sends its AppendEntries, Vote
+//! and InstallSnapshot over those channels, tagged with its group id.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use boxoffice_proto::peer::{
+    ForwardReply, ForwardRequest, HelloReply, HelloRequest, RaftReply, RaftRequest,
+};
+use boxoffice_proto::PeerClient;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use super::types::{GroupId, NodeId, NodeInfo, TypeConfig};
+use crate::codec;
+
+/// Largest gRPC message a node accepts or sends (snapshot chunks, entry batches).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The node's gRPC clients, one channel per peer, shared by every group.
+#[derive(Clone)]
+pub struct Peers {
+    inner: Arc<PeersInner>,
+}
+
+struct PeersInner {
+    cluster: String,
+    me: NodeId,
+    channels: RwLock<HashMap<NodeId, (String, PeerClient<Channel>)>>,
+}
+
+impl Peers {
+    pub fn new(cluster: String, me: NodeId) -> Self {
+        Self {
+            inner: Arc::new(PeersInner {
+                cluster,
+                me,
+                channels: RwLock::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.inner.me
+    }
+
+    /// The cluster name every request carries.
+    pub fn cluster(&self) -> &str {
+        &self.inner.cluster
+    }
+
+    /// The client of `node` at `addr`; the channel is created on first use and
+    /// replaced if the node's address changed.
+    pub fn client(
+        &self,
+        node: NodeId,
+        addr: &str,
+    ) -> Result<PeerClient<Channel>, tonic::transport::Error> {
+        if let Some((a, c)) = self.read().get(&node) {
+            if a == addr {
+                return Ok(c.clone());
+            }
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let client = PeerClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut w = self
+            .inner
+            .channels
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        w.insert(node, (addr.to_string(), client.clone()));
+        Ok(client)
+    }
+
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<NodeId, (String, PeerClient<Channel>)>> {
+        self.inner
+            .channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Identity and liveness probe of a peer.
+    pub async fn hello(
+        &self,
+        node: NodeId,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<HelloReply, tonic::Status> {
+        let mut client = self
+            .client(node, addr)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut req = tonic::Request::new(HelloRequest {
+            cluster: self.inner.cluster.clone(),
+            from: self.inner.me,
+        });
+        req.set_timeout(timeout);
+        Ok(client.hello(req).await?.into_inner())
+    }
+
+    /// Forwards an encoded proposal to `node`, which applies it if it leads `group`.
+    pub async fn forward(
+        &self,
+        node: NodeId,
+        addr: &str,
+        group: GroupId,
+        command: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<ForwardReply, tonic::Status> {
+        let mut client = self
+            .client(node, addr)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut req = tonic::Request::new(ForwardRequest {
+            cluster: self.inner.cluster.clone(),
+            group_id: group.0,
+            from: self.inner.me,
+            command,
+        });
+        req.set_timeout(timeout);
+        Ok(client.forward(req).await?.into_inner())
+    }
+}
+
+/// Creates a group's connections to its peers.
+#[derive(Clone)]
+pub struct GroupNetworkFactory {
+    group: GroupId,
+    peers: Peers,
+}
+
+impl GroupNetworkFactory {
+    pub fn new(group: GroupId, peers: Peers) -> Self {
+        Self { group, peers }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
+    type Network = GroupNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Self::Network {
+        GroupNetwork {
+            group: self.group,
+            target,
+            node: node.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+/// One group's link to one peer.
+pub struct GroupNetwork {
+    group: GroupId,
+    target: NodeId,
+    node: NodeInfo,
+    peers: Peers,
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl GroupNetwork {
+    /// Sends one Raft RPC and decodes the peer's `Result<Resp, RaftError<E>>`.
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let payload = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = self
+            .peers
+            .client(self.target, &self.node.peer_addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut request = tonic::Request::new(RaftRequest {
+            cluster: self.peers.cluster().to_string(),
+            group_id: self.group.0,
+            from: self.peers.me(),
+            payload,
+        });
+        request.set_timeout(option.hard_ttl());
+        let reply: Result<tonic::Response<RaftReply>, tonic::Status> = match rpc {
+            Rpc::Append => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::Snapshot => client.install_snapshot(request).await,
+        };
+        let reply = reply
+            .map_err(|status| status_to_rpc_error(&status))?
+            .into_inner();
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            codec::decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+}
+
+/// A transport failure: the peer could not be reached (back off) or answered with an
+/// error that is not Raft's (retry later).
+fn status_to_rpc_error<E: std::error::Error>(
+    status: &tonic::Status,
+) -> RPCError<NodeId, NodeInfo, RaftError<NodeId, E>> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(status))
+        }
+        _ => RPCError::Network(NetworkError::new(status)),
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GroupNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.call(Rpc::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(Rpc::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}

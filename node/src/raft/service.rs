@@ -1,0 +1,133 @@
+//! The peer gRPC service: receives Raft RPCs for any group running here, forwarded
+//! proposals (applied only if this node leads the group; never forwarded again),
+//! and identity/liveness probes.
+
+use boxoffice_proto::peer::{
+    forward_reply::Outcome, ForwardReply, ForwardRequest, HelloReply, HelloRequest, NotLeader,
+    RaftReply, RaftRequest,
+};
+use boxoffice_proto::Peer;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use super::groups::{Group, Groups};
+use super::types::GroupId;
+use crate::codec;
+use crate::domain::Proposal;
+use crate::routing::{propose_local, LocalOutcome, RouteError};
+
+/// Serves peers' requests against this node's groups.
+pub struct PeerService {
+    groups: Groups,
+    /// Catalog's cluster uuid once known, reported in hello replies.
+    cluster_uuid: std::sync::Arc<dyn Fn() -> Option<uuid::Uuid> + Send + Sync>,
+}
+
+impl PeerService {
+    pub fn new(
+        groups: Groups,
+        cluster_uuid: std::sync::Arc<dyn Fn() -> Option<uuid::Uuid> + Send + Sync>,
+    ) -> Self {
+        Self {
+            groups,
+            cluster_uuid,
+        }
+    }
+
+    fn check_cluster(&self, cluster: &str) -> Result<(), Status> {
+        if cluster != self.groups.peers().cluster() {
+            return Err(Status::permission_denied(format!(
+                "this node belongs to cluster {:?}, not {cluster:?}",
+                self.groups.peers().cluster()
+            )));
+        }
+        Ok(())
+    }
+
+    fn group(&self, cluster: &str, id: u64) -> Result<std::sync::Arc<Group>, Status> {
+        self.check_cluster(cluster)?;
+        self.groups
+            .get(GroupId(id))
+            .ok_or_else(|| Status::not_found(format!("group {id} is not running on this node")))
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
+    codec::decode(bytes).map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
+    let payload = codec::encode(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftReply { payload }))
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(
+        &self,
+        req: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let req = req.into_inner();
+        let group = self.group(&req.cluster, req.group_id)?;
+        let rpc = decode(&req.payload)?;
+        reply(&group.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let req = req.into_inner();
+        let group = self.group(&req.cluster, req.group_id)?;
+        let rpc = decode(&req.payload)?;
+        reply(&group.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let req = req.into_inner();
+        let group = self.group(&req.cluster, req.group_id)?;
+        let rpc = decode(&req.payload)?;
+        reply(&group.raft.install_snapshot(rpc).await)
+    }
+
+    async fn forward(
+        &self,
+        req: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardReply>, Status> {
+        let req = req.into_inner();
+        let group = self.group(&req.cluster, req.group_id)?;
+        let proposal: Proposal = decode(&req.command)?;
+        let outcome = match propose_local(&group, proposal).await {
+            Ok(LocalOutcome::Applied(a)) => Outcome::Response(
+                codec::encode(&(a.response, a.index))
+                    .map_err(|e| Status::internal(e.to_string()))?,
+            ),
+            Ok(LocalOutcome::NotLeader(hint)) => Outcome::NotLeader(NotLeader {
+                leader_id: hint.unwrap_or(0),
+            }),
+            Err(e @ RouteError::Fatal { .. }) => return Err(Status::internal(e.to_string())),
+            Err(e) => return Err(Status::unavailable(e.to_string())),
+        };
+        Ok(Response::new(ForwardReply {
+            outcome: Some(outcome),
+        }))
+    }
+
+    async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        let req = req.into_inner();
+        self.check_cluster(&req.cluster)?;
+        let initialized = self
+            .groups
+            .store()
+            .group_has_state(GroupId::CATALOG)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(HelloReply {
+            cluster: self.groups.peers().cluster().to_string(),
+            node_id: self.groups.peers().me(),
+            catalog_initialized: initialized,
+            cluster_uuid: (self.cluster_uuid)()
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+        }))
+    }
+}

@@ -1,0 +1,364 @@
+//! [`GroupStateMachine`]: openraft's `RaftStateMachine` adapter for one group. It runs
+//! the pure [`GroupMachine`] and persists what it changed, together with
+//! `last_applied` and the membership, in one RocksDB `WriteBatch` per apply call.
+//!
+//! The machine lives in memory (shared with readers through [`SharedState`]) and on
+//! disk (the `sm` family), never only in snapshots. State-machine writes are not
+//! fsync'd on their own: the log is, and the log store syncs the WAL before it purges
+//! anything, so after a crash the machine is re-applied from a durable log suffix.
+//! Snapshots are the dump of the machine, stored synced in the `snapshot` family.
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use super::store::{group_end, group_key, Store, CF_SM, CF_SNAPSHOT};
+use super::types::{
+    Entry, GroupId, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+use crate::codec;
+use crate::domain::{Change, GroupKind, GroupMachine, Response};
+
+/// Adapter metadata keys: a 0x00 byte never starts a machine key.
+const META_APPLIED: &[u8] = b"\0applied";
+const META_MEMBERSHIP: &[u8] = b"\0membership";
+
+/// A group's applied state, shared between the Raft task and local readers.
+#[derive(Debug)]
+pub struct AppliedState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub machine: GroupMachine,
+}
+
+/// Readers' handle on a group's applied state.
+#[derive(Debug, Clone)]
+pub struct SharedState(Arc<RwLock<AppliedState>>);
+
+impl SharedState {
+    /// Read access; the lock is never held across an await or I/O.
+    pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
+        // A poisoned lock means an apply panicked half-way; readers still see the
+        // last complete state because apply mutates before it can panic only in memory
+        // that the group then stops serving.
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, AppliedState> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a snapshot carries besides its meta: every key-value of the machine.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    kind: GroupKind,
+    kvs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// One group's state machine on the node's RocksDB.
+pub struct GroupStateMachine {
+    group: GroupId,
+    kind: GroupKind,
+    store: Store,
+    state: SharedState,
+}
+
+impl GroupStateMachine {
+    /// Loads the group's machine from disk (empty if the group is new here).
+    pub fn open(store: Store, group: GroupId, kind: GroupKind) -> Result<Self, StorageError> {
+        let (last_applied, membership, machine) = load(&store, group, kind)?;
+        let sm = Self {
+            group,
+            kind,
+            store,
+            state: SharedState(Arc::new(RwLock::new(AppliedState {
+                last_applied,
+                membership,
+                machine,
+            }))),
+        };
+        Ok(sm)
+    }
+
+    /// The handle readers use.
+    pub fn shared(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    fn key(&self, k: &[u8]) -> Vec<u8> {
+        group_key(self.group, k)
+    }
+
+    fn read_stored_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+        read_stored_snapshot(&self.store, self.group)
+    }
+}
+
+fn read_stored_snapshot(
+    store: &Store,
+    group: GroupId,
+) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    let bytes = store
+        .db()
+        .get_cf(store.cf(CF_SNAPSHOT), group.prefix())
+        .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+    bytes
+        .map(|b| codec::decode(&b).map_err(|e| StorageIOError::read_snapshot(None, &e).into()))
+        .transpose()
+}
+
+/// Reads a group's persisted machine; if a stored snapshot is newer than the
+/// persisted machine (only possible after losing unsynced writes), the snapshot wins.
+fn load(
+    store: &Store,
+    group: GroupId,
+    kind: GroupKind,
+) -> Result<(Option<LogId>, StoredMembership, GroupMachine), StorageError> {
+    let read_err =
+        |e: &dyn std::fmt::Display| StorageIOError::read_state_machine(&AnyErr(e.to_string()));
+    let start = group_key(group, &[]);
+    let end = group_end(group);
+    let mut last_applied = None;
+    let mut membership = StoredMembership::default();
+    let mut kvs = Vec::new();
+    let it = store.db().iterator_cf(
+        store.cf(CF_SM),
+        IteratorMode::From(&start, Direction::Forward),
+    );
+    for item in it {
+        let (k, v) = item.map_err(|e| read_err(&e))?;
+        if k.as_ref() >= end.as_slice() {
+            break;
+        }
+        let local = &k[8..];
+        if local == META_APPLIED {
+            last_applied = codec::decode(&v).map_err(|e| read_err(&e))?;
+        } else if local == META_MEMBERSHIP {
+            membership = codec::decode(&v).map_err(|e| read_err(&e))?;
+        } else {
+            kvs.push((local.to_vec(), v.to_vec()));
+        }
+    }
+    if let Some((meta, data)) = read_stored_snapshot(store, group)? {
+        if meta.last_log_id > last_applied {
+            let body: SnapshotBody = codec::decode(&data).map_err(|e| read_err(&e))?;
+            let machine = GroupMachine::restore(
+                kind,
+                body.kvs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+            )
+            .map_err(|e| read_err(&e))?;
+            return Ok((meta.last_log_id, meta.last_membership, machine));
+        }
+    }
+    let machine =
+        GroupMachine::restore(kind, kvs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+            .map_err(|e| read_err(&e))?;
+    Ok((last_applied, membership, machine))
+}
+
+/// A plain-message error for openraft's `AnyError` conversions.
+#[derive(Debug)]
+struct AnyErr(String);
+
+impl std::fmt::Display for AnyErr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AnyErr {}
+
+impl RaftStateMachine<TypeConfig> for GroupStateMachine {
+    type SnapshotBuilder = GroupSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let st = self.state.read();
+        Ok((st.last_applied, st.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let sm = self.store.cf(CF_SM);
+        let mut batch = WriteBatch::default();
+        let mut responses = Vec::new();
+        let mut last = None;
+        {
+            let mut st = self.state.write();
+            for entry in entries {
+                last = Some(entry.log_id);
+                st.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => responses.push(Response::Empty),
+                    EntryPayload::Normal(cmd) => {
+                        let (response, changes) = st.machine.apply(cmd, entry.log_id.index);
+                        for change in changes {
+                            match change {
+                                Change::Put(k, v) => batch.put_cf(sm, self.key(&k), v),
+                                Change::Delete(k) => batch.delete_cf(sm, self.key(&k)),
+                            }
+                        }
+                        responses.push(response);
+                    }
+                    EntryPayload::Membership(m) => {
+                        st.membership = StoredMembership::new(Some(entry.log_id), m);
+                        let bytes = codec::encode(&st.membership)
+                            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+                        batch.put_cf(sm, self.key(META_MEMBERSHIP), bytes);
+                        responses.push(Response::Empty);
+                    }
+                }
+            }
+        }
+        if let Some(last) = last {
+            let bytes = codec::encode(&Some(last)).map_err(|e| StorageIOError::apply(last, &e))?;
+            batch.put_cf(sm, self.key(META_APPLIED), bytes);
+            // A failed write is fatal for the group (openraft stops it): never turned
+            // into a refusal, or replicas would diverge.
+            self.store
+                .write(batch, false)
+                .map_err(|e| StorageIOError::apply(last, &e))?;
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        GroupSnapshotBuilder {
+            group: self.group,
+            kind: self.kind,
+            store: self.store.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let sig = Some(meta.signature());
+        let data = snapshot.into_inner();
+        let body: SnapshotBody =
+            codec::decode(&data).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        if body.kind != self.kind {
+            return Err(StorageIOError::read_snapshot(
+                sig,
+                &AnyErr(format!(
+                    "snapshot of a {:?} group sent to a {:?} group",
+                    body.kind, self.kind
+                )),
+            )
+            .into());
+        }
+        // Decode everything before touching the disk.
+        let machine = GroupMachine::restore(
+            self.kind,
+            body.kvs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+        )
+        .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        let write_err = |e: &dyn std::fmt::Display| {
+            StorageIOError::write_snapshot(sig.clone(), &AnyErr(e.to_string()))
+        };
+        let sm = self.store.cf(CF_SM);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(sm, group_key(self.group, &[]), group_end(self.group));
+        for (k, v) in &body.kvs {
+            batch.put_cf(sm, self.key(k), v);
+        }
+        batch.put_cf(
+            sm,
+            self.key(META_APPLIED),
+            codec::encode(&meta.last_log_id).map_err(|e| write_err(&e))?,
+        );
+        batch.put_cf(
+            sm,
+            self.key(META_MEMBERSHIP),
+            codec::encode(&meta.last_membership).map_err(|e| write_err(&e))?,
+        );
+        batch.put_cf(
+            self.store.cf(CF_SNAPSHOT),
+            self.group.prefix(),
+            codec::encode(&(meta, &data)).map_err(|e| write_err(&e))?,
+        );
+        self.store.write(batch, true).map_err(|e| write_err(&e))?;
+        {
+            let mut st = self.state.write();
+            st.last_applied = meta.last_log_id;
+            st.membership = meta.last_membership.clone();
+            st.machine = machine;
+        }
+        metrics::counter!("boxoffice_raft_snapshots_installed_total", "group" => self.group.0.to_string())
+            .increment(1);
+        tracing::info!(group = %self.group, snapshot = %meta.snapshot_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self.read_stored_snapshot()?.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+/// Builds a snapshot from the in-memory machine (a consistent cut under the read lock).
+pub struct GroupSnapshotBuilder {
+    group: GroupId,
+    kind: GroupKind,
+    store: Store,
+    state: SharedState,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for GroupSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let (meta, body) = {
+            let st = self.state.read();
+            let id = match st.last_applied {
+                Some(l) => format!("{}-{}-{}", self.group.0, l.leader_id.term, l.index),
+                None => format!("{}-empty", self.group.0),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: st.last_applied,
+                last_membership: st.membership.clone(),
+                snapshot_id: id,
+            };
+            (
+                meta,
+                SnapshotBody {
+                    kind: self.kind,
+                    kvs: st.machine.dump(),
+                },
+            )
+        };
+        let sig = Some(meta.signature());
+        let data =
+            codec::encode(&body).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        let stored = codec::encode(&(&meta, &data))
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.store.cf(CF_SNAPSHOT), self.group.prefix(), stored);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.write(batch, true))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        metrics::counter!("boxoffice_raft_snapshots_built_total", "group" => self.group.0.to_string())
+            .increment(1);
+        tracing::info!(group = %self.group, snapshot = %meta.snapshot_id, "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! The node's one RocksDB: column families, key layout and the data dir's identity.
+//!
+//! | column family | key                          | value                         |
+//! |---------------|------------------------------|-------------------------------|
+//! | `log`         | group (8B BE) + index (8B BE)| a Raft entry                  |
+//! | `raft`        | group + tag                  | vote, committed, last purged  |
+//! | `sm`          | group + machine key          | state-machine data and meta   |
+//! | `snapshot`    | group                        | the group's current snapshot  |
+//! | `default`     | `identity`                   | (cluster name, node id)       |
+//!
+//! Every value is [`crate::codec`]-encoded (format byte first). Keys start with the
+//! big-endian group id, so one group is one contiguous range in each family and a
+//! group can be dropped or moved as a range.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+
+use super::types::GroupId;
+use crate::codec;
+use crate::error::{Error, Result};
+
+pub(crate) const CF_LOG: &str = "log";
+pub(crate) const CF_RAFT: &str = "raft";
+pub(crate) const CF_SM: &str = "sm";
+pub(crate) const CF_SNAPSHOT: &str = "snapshot";
+const IDENTITY_KEY: &[u8] = b"identity";
+
+/// A node's storage: a handle to its RocksDB, cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+}
+
+impl Store {
+    /// Opens (or creates) the data dir of `node_id` in `cluster`, refusing a dir that
+    /// another cluster or node wrote.
+    pub fn open(dir: &Path, cluster: &str, node_id: u64) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Config(format!("cannot create data dir {}: {e}", dir.display())))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_keep_log_file_num(4);
+        let cfs = [CF_LOG, CF_RAFT, CF_SM, CF_SNAPSHOT]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
+            Error::Config(format!(
+                "cannot open data dir {} as RocksDB: {e}",
+                dir.display()
+            ))
+        })?;
+        let store = Store { db: Arc::new(db) };
+        store.check_identity(dir, cluster, node_id)?;
+        Ok(store)
+    }
+
+    fn check_identity(&self, dir: &Path, cluster: &str, node_id: u64) -> Result<()> {
+        let expected = (cluster.to_string(), node_id);
+        let describe = |(c, n): &(String, u64)| format!("node {n} of cluster {c:?}");
+        match self.db.get(IDENTITY_KEY)? {
+            Some(bytes) => {
+                let found: (String, u64) = codec::decode(&bytes)?;
+                if found != expected {
+                    return Err(Error::ForeignDataDir {
+                        dir: dir.to_path_buf(),
+                        found: describe(&found),
+                        expected: describe(&expected),
+                    });
+                }
+            }
+            None => {
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                self.db
+                    .put_opt(IDENTITY_KEY, codec::encode(&expected)?, &wo)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        // The families are created at open; a missing one is a programming error.
+        self.db
+            .cf_handle(name)
+            .unwrap_or_else(|| panic!("column family {name} is opened with the db"))
+    }
+
+    /// Writes a batch; `sync` fsyncs the WAL before returning.
+    pub(crate) fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), rocksdb::Error> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(batch, &wo)
+    }
+
+    /// Makes every write so far durable (fsyncs the shared WAL).
+    pub(crate) fn sync_wal(&self) -> Result<(), rocksdb::Error> {
+        self.db.flush_wal(true)
+    }
+
+    /// Whether the group has any Raft state on this node (vote, log, or snapshot).
+    pub fn group_has_state(&self, group: GroupId) -> Result<bool> {
+        for cf in [CF_RAFT, CF_LOG, CF_SNAPSHOT] {
+            let mut it = self.db.prefix_iterator_cf(self.cf(cf), group.prefix());
+            if let Some(item) = it.next() {
+                let (k, _) = item?;
+                if k.starts_with(&group.prefix()) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// `group + suffix`.
+pub(crate) fn group_key(group: GroupId, suffix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + suffix.len());
+    k.extend_from_slice(&group.prefix());
+    k.extend_from_slice(suffix);
+    k
+}
+
+/// The first key past a group's range (for range deletes and scans). Group ids stay
+/// below `u64::MAX` (the catalog assigns them in sequence), so the next id exists.
+pub(crate) fn group_end(group: GroupId) -> Vec<u8> {
+    debug_assert!(group.0 < u64::MAX, "group id u64::MAX is never assigned");
+    group.0.saturating_add(1).to_be_bytes().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_a_data_dir_of_another_cluster_or_node() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), "alpha", 1).unwrap());
+        assert!(Store::open(dir.path(), "alpha", 1).is_ok());
+        let err = Store::open(dir.path(), "beta", 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("cluster \"alpha\"") && err.contains("refusing"),
+            "{err}"
+        );
+        let err = Store::open(dir.path(), "alpha", 2)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("node 1"), "{err}");
+    }
+
+    #[test]
+    fn group_ranges_are_contiguous() {
+        assert!(group_key(GroupId(1), &[0xff; 20]) < group_end(GroupId(1)));
+        assert!(group_end(GroupId(1)) <= group_key(GroupId(2), &[]));
+        let last = GroupId(u64::MAX - 1);
+        assert!(group_key(last, &[0xff; 40]) < group_end(last));
+    }
+}

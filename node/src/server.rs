@@ -1,0 +1,147 @@
+//! The node as a library function: [`run`] takes already-bound listeners and a
+//! shutdown future, so the binary and the tests start nodes the same way.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use boxoffice_proto::PeerServer;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::config::ClusterConfig;
+use crate::domain::{GroupKind, Proposal};
+use crate::error::{Error, Result};
+use crate::liveness::Liveness;
+use crate::raft::{
+    bootstrap_catalog, catalog_duties, GroupId, Groups, NodeId, NodeInfo, PeerService, Peers,
+    Store, MAX_MESSAGE_BYTES,
+};
+use crate::routing::{Applied, RouteError, Router};
+
+/// Everything a request handler can reach.
+pub struct NodeCtx {
+    pub config: Arc<ClusterConfig>,
+    pub me: NodeId,
+    pub groups: Groups,
+    pub router: Router,
+    pub liveness: Liveness,
+    pub prometheus: PrometheusHandle,
+}
+
+impl NodeCtx {
+    /// Gets a proposal applied by the group's leader within the API's request deadline.
+    pub async fn propose(&self, group: GroupId, proposal: Proposal) -> Result<Applied, RouteError> {
+        let deadline = Duration::from_millis(self.config.api.request_timeout_ms);
+        self.router.propose(group, proposal, deadline).await
+    }
+}
+
+/// Runs node `me` of `config` until `shutdown` resolves.
+pub async fn run(
+    config: ClusterConfig,
+    me: NodeId,
+    http: TcpListener,
+    peer: TcpListener,
+    prometheus: PrometheusHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let config = Arc::new(config);
+    let node = config.node(me)?.clone();
+    let dir = config.data_dir(&node);
+    let cluster = config.cluster_name.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, &cluster, me))
+        .await
+        .map_err(|e| Error::Raft(format!("open store: {e}")))??;
+    let peers = Peers::new(config.cluster_name.clone(), me);
+    let groups = Groups::new(
+        store.clone(),
+        peers.clone(),
+        &config.cluster_name,
+        &config.raft,
+    )?;
+    let fresh = !store.group_has_state(GroupId::CATALOG)?;
+    let catalog = groups.start(GroupId::CATALOG, GroupKind::Catalog).await?;
+    let known: Vec<(NodeId, NodeInfo)> = config
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.id,
+                NodeInfo {
+                    peer_addr: n.peer_addr.to_string(),
+                    http_addr: n.http_addr.to_string(),
+                },
+            )
+        })
+        .collect();
+    let cluster_uuid: Arc<dyn Fn() -> Option<uuid::Uuid> + Send + Sync> = {
+        let state = catalog.state.clone();
+        Arc::new(move || {
+            state
+                .read()
+                .machine
+                .catalog()
+                .and_then(|c| c.cluster_uuid())
+        })
+    };
+    let liveness = Liveness::new(me);
+    let ctx = Arc::new(NodeCtx {
+        config: config.clone(),
+        me,
+        groups: groups.clone(),
+        router: Router::new(groups.clone(), known),
+        liveness: liveness.clone(),
+        prometheus,
+    });
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let grpc_service = PeerServer::new(PeerService::new(groups.clone(), cluster_uuid.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(grpc_service)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(peer),
+                async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                },
+            ),
+    );
+
+    let mut tasks = Vec::new();
+    if fresh && me == config.bootstrap_node() {
+        tasks.push(tokio::spawn(bootstrap_catalog(
+            config.clone(),
+            groups.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(catalog_duties(config.clone(), groups.clone())));
+    tasks.push(tokio::spawn(liveness.run(
+        config.clone(),
+        peers.clone(),
+        cluster_uuid,
+    )));
+    tracing::info!(node = me, http = %node.http_addr, peer = %node.peer_addr, fresh, "node started");
+
+    let app = crate::api::router(ctx).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(http, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+
+    tracing::info!(node = me, "shutting down");
+    for t in tasks {
+        t.abort();
+    }
+    let _ = stop_tx.send(true);
+    match grpc.await {
+        Ok(Err(e)) => tracing::warn!("peer server: {e}"),
+        Err(e) => tracing::warn!("peer server task: {e}"),
+        Ok(Ok(())) => {}
+    }
+    groups.stop_all().await;
+    served.map_err(Error::Io)
+}
