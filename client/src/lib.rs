@@ -1,1 +1,300 @@
+//! # boxoffice-client
+//!
+//! A typed async client of the Boxoffice REST API (any node serves any request), the
+//! `boxoffice` CLI built on it, and the load generator behind `boxoffice bench`.
 
+pub mod bench;
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a call can fail with: transport, or an API error in the spec's format.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("transport: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("{status} {code}: {message} (request {request_id})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        request_id: String,
+        details: Value,
+    },
+    #[error("unexpected response: {0}")]
+    Unexpected(String),
+}
+
+impl ClientError {
+    /// The API error code, if the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A venue as `POST /v1/admin/venues` takes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewVenue {
+    pub name: String,
+    pub city: String,
+    pub state: String,
+    pub country: String,
+    pub timezone: String,
+    pub sections: Vec<Section>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Section {
+    pub name: String,
+    pub rows: Vec<Row>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Row {
+    pub row: String,
+    pub seats: u32,
+}
+
+impl NewVenue {
+    /// A small venue for tests and benchmarks: one section of `rows` rows of `seats`.
+    pub fn sample(name: &str, rows: u32, seats: u32) -> Self {
+        NewVenue {
+            name: name.to_string(),
+            city: "Springfield".into(),
+            state: "IL".into(),
+            country: "US".into(),
+            timezone: "America/Chicago".into(),
+            sections: vec![Section {
+                name: "Floor".into(),
+                rows: (0..rows)
+                    .map(|i| Row {
+                        row: row_label(i),
+                        seats,
+                    })
+                    .collect(),
+            }],
+        }
+    }
+}
+
+/// Row labels A..Z, AA, AB, ...
+pub fn row_label(mut i: u32) -> String {
+    let mut s = Vec::new();
+    loop {
+        s.push(b'A' + (i % 26) as u8);
+        if i < 26 {
+            break;
+        }
+        i = i / 26 - 1;
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap_or_default()
+}
+
+/// `201` of venue creation.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct VenueCreated {
+    pub venue_id: String,
+    pub capacity: u64,
+}
+
+/// `GET /v1/venues`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VenueList {
+    pub venues: Vec<Value>,
+    pub applied_index: u64,
+}
+
+/// `GET /v1/admin/cluster`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterView {
+    pub node_id: u64,
+    pub nodes: Vec<NodeView>,
+    pub groups: Vec<GroupView>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeView {
+    pub node_id: u64,
+    pub peer_addr: String,
+    pub http_addr: String,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroupView {
+    pub group_id: u64,
+    pub members: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub state: String,
+    pub last_applied: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+}
+
+impl ClusterView {
+    /// The view of one group.
+    pub fn group(&self, id: u64) -> Option<&GroupView> {
+        self.groups.iter().find(|g| g.group_id == id)
+    }
+}
+
+/// A client of one node's REST port.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    admin_key: Option<String>,
+}
+
+impl Client {
+    /// A client of the node at `base` (e.g. `http://127.0.0.1:7001`).
+    pub fn new(base: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        Self::with_http(http, base)
+    }
+
+    /// A client sharing an existing connection pool.
+    pub fn with_http(http: reqwest::Client, base: impl Into<String>) -> Self {
+        Self {
+            http,
+            base: base.into().trim_end_matches('/').to_string(),
+            admin_key: None,
+        }
+    }
+
+    /// Sends `X-Admin-Key` on operator calls.
+    pub fn with_admin_key(mut self, key: impl Into<String>) -> Self {
+        self.admin_key = Some(key.into());
+        self
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn admin(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.admin_key {
+            Some(k) => rb.header("x-admin-key", k),
+            None => rb,
+        }
+    }
+
+    async fn parse<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
+        let status = resp.status();
+        let text = resp.text().await?;
+        if status.is_success() {
+            return serde_json::from_str(&text)
+                .map_err(|e| ClientError::Unexpected(format!("{e}: {text}")));
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let err = &v["error"];
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            code: err["code"].as_str().unwrap_or("UNKNOWN").to_string(),
+            message: err["message"].as_str().unwrap_or(&text).to_string(),
+            request_id: err["request_id"].as_str().unwrap_or("").to_string(),
+            details: err["details"].clone(),
+        })
+    }
+
+    /// `GET /health` (a 503 comes back as an error).
+    pub async fn health(&self) -> Result<Value> {
+        let resp = self
+            .http
+            .get(format!("{}/health", self.base))
+            .send()
+            .await?;
+        if resp.status().is_success() {
+            Ok(resp.json().await?)
+        } else {
+            Err(ClientError::Api {
+                status: resp.status().as_u16(),
+                code: "UNAVAILABLE".into(),
+                message: resp.text().await.unwrap_or_default(),
+                request_id: String::new(),
+                details: Value::Null,
+            })
+        }
+    }
+
+    /// `GET /metrics` as Prometheus text.
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+
+    /// `GET /v1/admin/cluster`.
+    pub async fn cluster(&self) -> Result<ClusterView> {
+        let rb = self.admin(self.http.get(format!("{}/v1/admin/cluster", self.base)));
+        Self::parse(rb.send().await?).await
+    }
+
+    /// `POST /v1/admin/venues`, optionally with an `Idempotency-Key`.
+    pub async fn create_venue(
+        &self,
+        venue: &NewVenue,
+        idempotency_key: Option<&str>,
+    ) -> Result<VenueCreated> {
+        let mut rb = self.admin(
+            self.http
+                .post(format!("{}/v1/admin/venues", self.base))
+                .json(venue),
+        );
+        if let Some(k) = idempotency_key {
+            rb = rb.header("idempotency-key", k);
+        }
+        Self::parse(rb.send().await?).await
+    }
+
+    /// `GET /v1/venues` (this node's local catalog replica).
+    pub async fn venues(&self) -> Result<VenueList> {
+        Self::parse(
+            self.http
+                .get(format!("{}/v1/venues", self.base))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `GET /v1/venues/{id}`.
+    pub async fn venue(&self, id: &str) -> Result<Value> {
+        Self::parse(
+            self.http
+                .get(format!("{}/v1/venues/{id}", self.base))
+                .send()
+                .await?,
+        )
+        .await
+    }
+}

@@ -1,1 +1,404 @@
+//! # boxoffice-tests
+//!
+//! [`TestCluster`]: real `boxoffice-node` processes on free loopback ports, with a
+//! temporary config and data dirs, logs to files, fault knobs (SIGKILL, SIGTERM,
+//! restart), waits on observable state (never sleeps), and cleanup by pid on drop —
+//! with the tail of every node's log printed when a test fails.
+//!
+//! The node binary is found next to the test binary's target dir (`target/<profile>/`)
+//! or at `$BOXOFFICE_NODE_BIN`; `scripts/test` builds it before running the tests.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use boxoffice_client::{Client, ClusterView};
+
+pub use boxoffice_client;
+
+/// The admin key every test cluster uses.
+pub const ADMIN_KEY: &str = "test-admin-key";
+
+/// Knobs of a test cluster's `cluster.toml`.
+#[derive(Debug, Clone)]
+pub struct ClusterOpts {
+    pub nodes: usize,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_logs_since_last: u64,
+    pub max_in_snapshot_log_to_keep: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_logs_since_last: 5000,
+            max_in_snapshot_log_to_keep: 1000,
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+/// One node process of a test cluster.
+pub struct TestNode {
+    pub id: u64,
+    pub http_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// A cluster of real node processes on loopback.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub nodes: Vec<TestNode>,
+    bin: PathBuf,
+}
+
+/// The `boxoffice-node` binary to spawn.
+pub fn node_binary() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("BOXOFFICE_NODE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    // target/<profile>/deps/<test binary> -> target/<profile>/boxoffice-node
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("cannot locate the target dir from {}", exe.display()))?;
+    let bin = profile_dir.join("boxoffice-node");
+    if !bin.exists() {
+        bail!(
+            "{} does not exist: build it first (`cargo build -p boxoffice-node`, which scripts/test does) or set BOXOFFICE_NODE_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Free loopback addresses: all bound at once, then released together.
+pub fn free_addrs(n: usize) -> Result<Vec<SocketAddr>> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    listeners.iter().map(|l| Ok(l.local_addr()?)).collect()
+}
+
+impl TestCluster {
+    /// Writes a config for `opts.nodes` nodes and starts them all.
+    pub fn start(opts: ClusterOpts) -> Result<Self> {
+        let mut c = Self::configure(opts)?;
+        for id in c.ids() {
+            c.start_node(id)?;
+        }
+        Ok(c)
+    }
+
+    /// Writes the config without starting any node.
+    pub fn configure(opts: ClusterOpts) -> Result<Self> {
+        let bin = node_binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("boxoffice-test-")
+            .tempdir()?;
+        let addrs = free_addrs(opts.nodes * 2)?;
+        let mut toml = format!(
+            "cluster_name = \"test\"\nreplication_factor = {}\nadmin_key = \"{ADMIN_KEY}\"\n\n",
+            opts.nodes.min(3)
+        );
+        let mut nodes = Vec::new();
+        for i in 0..opts.nodes {
+            let id = i as u64 + 1;
+            let (http_addr, peer_addr) = (addrs[2 * i], addrs[2 * i + 1]);
+            writeln!(
+                toml,
+                "[[nodes]]\nid = {id}\nhttp_addr = \"{http_addr}\"\npeer_addr = \"{peer_addr}\"\ndata_dir = \"data/node{id}\"\n"
+            )?;
+            nodes.push(TestNode {
+                id,
+                http_addr,
+                peer_addr,
+                log: dir.path().join(format!("node{id}.log")),
+                child: None,
+            });
+        }
+        writeln!(
+            toml,
+            "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\n\n[api]\nrequest_timeout_ms = {}",
+            opts.heartbeat_ms,
+            opts.election_timeout_min_ms,
+            opts.election_timeout_max_ms,
+            opts.snapshot_logs_since_last,
+            opts.max_in_snapshot_log_to_keep,
+            opts.request_timeout_ms,
+        )?;
+        let config_path = dir.path().join("cluster.toml");
+        std::fs::write(&config_path, toml)?;
+        Ok(Self {
+            dir,
+            config_path,
+            nodes,
+            bin,
+        })
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn node(&self, id: u64) -> &TestNode {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("node id of this cluster")
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut TestNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("node id of this cluster")
+    }
+
+    /// A client of node `id` with the admin key.
+    pub fn client(&self, id: u64) -> Client {
+        Client::new(self.node(id).url()).with_admin_key(ADMIN_KEY)
+    }
+
+    /// Ids of the nodes whose process runs.
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Starts node `id` (logs append to its log file).
+    pub fn start_node(&mut self, id: u64) -> Result<()> {
+        let bin = self.bin.clone();
+        let config = self.config_path.clone();
+        let node = self.node_mut(id);
+        anyhow::ensure!(node.child.is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .arg("--id")
+            .arg(id.to_string())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawn node {id}"))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: the node gets no chance to flush anything.
+    pub fn kill(&mut self, id: u64) -> Result<()> {
+        self.signal(id, libc::SIGKILL)
+    }
+
+    /// SIGTERM and wait: a clean shutdown.
+    pub fn stop(&mut self, id: u64) -> Result<()> {
+        self.signal(id, libc::SIGTERM)
+    }
+
+    fn signal(&mut self, id: u64, sig: i32) -> Result<()> {
+        let node = self.node_mut(id);
+        let mut child = node
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe { libc::kill(pid, sig) };
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Restarts every node (SIGTERM, then start).
+    pub fn restart_all(&mut self) -> Result<()> {
+        for id in self.running() {
+            self.stop(id)?;
+        }
+        for id in self.ids() {
+            self.start_node(id)?;
+        }
+        Ok(())
+    }
+
+    /// The cluster view of node `id`, if it answers.
+    pub async fn view(&self, id: u64) -> Result<ClusterView> {
+        Ok(self.client(id).cluster().await?)
+    }
+
+    /// Waits until every running node answers `/health` with 200.
+    pub async fn wait_healthy(&self, timeout: Duration) -> Result<()> {
+        let ids = self.running();
+        wait_for(timeout, &format!("nodes {ids:?} healthy"), || async {
+            for &id in &ids {
+                if self.client(id).health().await.is_err() {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        })
+        .await
+    }
+
+    /// Waits until the running nodes agree on one leader of `group`, itself running;
+    /// returns it.
+    pub async fn wait_for_leader(&self, group: u64, timeout: Duration) -> Result<u64> {
+        let ids = self.running();
+        wait_for(
+            timeout,
+            &format!("one leader of group {group} agreed by {ids:?}"),
+            || async {
+                let mut leaders = Vec::new();
+                for &id in &ids {
+                    match self.view(id).await {
+                        Ok(v) => leaders.push(v.group(group).and_then(|g| g.leader)),
+                        Err(_) => return Ok(None),
+                    }
+                }
+                match leaders.first() {
+                    Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) && ids.contains(l) => {
+                        Ok(Some(*l))
+                    }
+                    _ => Ok(None),
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until every running node has applied the same index of `group` and
+    /// holds the same venues; returns that index.
+    pub async fn wait_converged(&self, group: u64, timeout: Duration) -> Result<u64> {
+        let ids = self.running();
+        wait_for(
+            timeout,
+            &format!("nodes {ids:?} converged on group {group}"),
+            || async {
+                let mut applied = BTreeMap::new();
+                let mut venues = BTreeMap::new();
+                for &id in &ids {
+                    let Ok(v) = self.view(id).await else {
+                        return Ok(None);
+                    };
+                    applied.insert(id, v.group(group).and_then(|g| g.last_applied));
+                    let Ok(list) = self.client(id).venues().await else {
+                        return Ok(None);
+                    };
+                    let mut ids: Vec<String> = list
+                        .venues
+                        .iter()
+                        .filter_map(|v| v["venue_id"].as_str().map(str::to_string))
+                        .collect();
+                    ids.sort();
+                    venues.insert(id, ids);
+                }
+                let first_applied = applied.values().next().copied().flatten();
+                let first_venues = venues.values().next().cloned();
+                if first_applied.is_some()
+                    && applied.values().all(|a| *a == first_applied)
+                    && venues.values().all(|v| Some(v) == first_venues.as_ref())
+                {
+                    Ok(first_applied)
+                } else {
+                    Ok(None)
+                }
+            },
+        )
+        .await
+    }
+
+    /// The last lines of every node's log.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let from = all.len().saturating_sub(lines);
+            let _ = writeln!(out, "----- node {} ({}) -----", n.id, n.log.display());
+            for l in &all[from..] {
+                let _ = writeln!(out, "{l}");
+            }
+        }
+        out
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tails(40));
+        }
+        for n in &mut self.nodes {
+            if let Some(mut child) = n.child.take() {
+                // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it yields a value; the error names what was awaited.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if started.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads one sample of a Prometheus counter or gauge (`name{labels}`) from `text`.
+pub fn prometheus_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}

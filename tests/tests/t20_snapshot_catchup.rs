@@ -1,0 +1,84 @@
+//! A node that was down while the log was compacted past its position catches up
+//! through a snapshot.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use boxoffice_client::NewVenue;
+use boxoffice_tests::{prometheus_value, wait_for, ClusterOpts, TestCluster};
+
+const GROUP: u64 = 0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_past_compaction_catches_up_by_snapshot() -> Result<()> {
+    let mut c = TestCluster::start(ClusterOpts {
+        snapshot_logs_since_last: 20,
+        max_in_snapshot_log_to_keep: 0,
+        ..ClusterOpts::default()
+    })?;
+    c.wait_healthy(Duration::from_secs(30)).await?;
+    let leader = c.wait_for_leader(GROUP, Duration::from_secs(10)).await?;
+    let lagger = c
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    c.wait_converged(GROUP, Duration::from_secs(10)).await?;
+    let lagger_last = c
+        .view(lagger)
+        .await?
+        .group(GROUP)
+        .and_then(|g| g.last_log_index)
+        .unwrap_or(0);
+
+    // One follower goes down; enough writes pass to snapshot and purge the log.
+    c.kill(lagger)?;
+    let mut acked = Vec::new();
+    for i in 0..80 {
+        acked.push(
+            c.client(leader)
+                .create_venue(&NewVenue::sample(&format!("v{i}"), 1, 4), None)
+                .await?
+                .venue_id,
+        );
+    }
+    let purged = wait_for(
+        Duration::from_secs(20),
+        "the leader to purge its log past the lagger",
+        || async {
+            let g = c.view(leader).await?.group(GROUP).cloned();
+            Ok(g.and_then(|g| g.purged_index).filter(|p| *p > lagger_last))
+        },
+    )
+    .await?;
+    eprintln!("leader purged up to {purged}; lagger had {lagger_last}");
+
+    // The lagger returns: the entries it needs are gone, so only a snapshot can help.
+    c.start_node(lagger)?;
+    c.wait_converged(GROUP, Duration::from_secs(30)).await?;
+    let metrics = c.client(lagger).metrics().await?;
+    let installed = prometheus_value(
+        &metrics,
+        "boxoffice_raft_snapshots_installed_total{group=\"0\"}",
+    );
+    assert!(
+        installed.unwrap_or(0.0) >= 1.0,
+        "the lagger installed a snapshot; metrics:\n{metrics}"
+    );
+    let list = c.client(lagger).venues().await?;
+    for id in &acked {
+        assert!(
+            list.venues.iter().any(|v| v["venue_id"] == id.as_str()),
+            "venue {id} on the lagger"
+        );
+    }
+
+    // And it keeps up by log afterwards, and survives a restart of its own.
+    c.client(lagger)
+        .create_venue(&NewVenue::sample("after", 1, 4), None)
+        .await?;
+    c.stop(lagger)?;
+    c.start_node(lagger)?;
+    c.wait_converged(GROUP, Duration::from_secs(30)).await?;
+    Ok(())
+}
