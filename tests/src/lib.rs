@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -85,20 +85,20 @@ pub fn node_binary() -> Result<PathBuf> {
     if let Ok(p) = std::env::var("BOXOFFICE_NODE_BIN") {
         return Ok(PathBuf::from(p));
     }
-    // target/<profile>/deps/<test binary> -> target/<profile>/boxoffice-node
+    // Test binaries live in target/<profile>/deps/, other binaries (boxoffice-jepsen)
+    // in target/<profile>/: look beside the executable and one level up.
     let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("cannot locate the target dir from {}", exe.display()))?;
-    let bin = profile_dir.join("boxoffice-node");
-    if !bin.exists() {
-        bail!(
-            "{} does not exist: build it first (`cargo build -p boxoffice-node`, which scripts/test does) or set BOXOFFICE_NODE_BIN",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("boxoffice-node"))
+        .collect();
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        anyhow!(
+            "boxoffice-node not found at {candidates:?}: build it first (`cargo build -p boxoffice-node`, which scripts/test does) or set BOXOFFICE_NODE_BIN"
+        )
+    })
 }
 
 /// Free loopback addresses: all bound at once, then released together.
