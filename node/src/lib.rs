@@ -5,14 +5,14 @@
 //! catalog (group 0) today, one inventory group per event next.
 //!
 //! ## Module map
-//! - [`config`]: `cluster.toml`.
-//! - [`domain`]: PURE deterministic state machines (no I/O, no clock).
-//! - [`raft`]: the multi-raft engine on openraft: RocksDB storage, tonic transport,
+//! - [`config`] — `cluster.toml`.
+//! - [`domain`] — PURE deterministic state machines (no I/O, no clock).
+//! - [`raft`] — the multi-raft engine on openraft: RocksDB storage, tonic transport,
 //!   group registry, catalog bootstrap.
-//! - [`routing`]: gets a proposal applied by its group's leader from any node.
-//! - [`api`]: axum routes, error format, middleware.
-//! - [`liveness`]: node-level peer probes.
-//! - [`server`]: [`server::run`], the node as a library function.
+//! - [`routing`] — gets a proposal applied by its group's leader from any node.
+//! - [`api`] — axum routes, error format, middleware.
+//! - [`liveness`] — node-level peer probes.
+//! - [`server`] — [`server::run`], the node as a library function.
 //!
 //! ## Write path
 //! ```text
