@@ -114,7 +114,7 @@ impl Peers {
             from: self.inner.me,
         });
         req.set_timeout(timeout);
-        Ok(client.hello(req).await?.into_inner())
+        Ok(within(timeout, client.hello(req)).await?.into_inner())
     }
 
     /// Forwards an encoded proposal to `node`, which applies it if it leads `group`.
@@ -136,8 +136,23 @@ impl Peers {
             command,
         });
         req.set_timeout(timeout);
-        Ok(client.forward(req).await?.into_inner())
+        Ok(within(timeout, client.forward(req)).await?.into_inner())
     }
+}
+
+/// Bounds a call on the client side too: the `grpc-timeout` header only helps if the
+/// peer is alive to honour it, and a paused (SIGSTOP) peer keeps its sockets open.
+async fn within<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {timeout:?}"
+            )))
+        })
 }
 
 /// Creates a group's connections to its peers.
@@ -205,11 +220,12 @@ impl GroupNetwork {
             from: self.peers.me(),
             payload,
         });
-        request.set_timeout(option.hard_ttl());
+        let ttl = option.hard_ttl();
+        request.set_timeout(ttl);
         let reply: Result<tonic::Response<RaftReply>, tonic::Status> = match rpc {
-            Rpc::Append => client.append_entries(request).await,
-            Rpc::Vote => client.vote(request).await,
-            Rpc::Snapshot => client.install_snapshot(request).await,
+            Rpc::Append => within(ttl, client.append_entries(request)).await,
+            Rpc::Vote => within(ttl, client.vote(request)).await,
+            Rpc::Snapshot => within(ttl, client.install_snapshot(request)).await,
         };
         let reply = reply
             .map_err(|status| status_to_rpc_error(&status))?

@@ -42,9 +42,8 @@ pub struct SharedState(Arc<RwLock<AppliedState>>);
 impl SharedState {
     /// Read access; the lock is never held across an await or I/O.
     pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
-        // A poisoned lock means an apply panicked half-way; readers still see the
-        // last complete state because apply mutates before it can panic only in memory
-        // that the group then stops serving.
+        // Poisoning means an apply panicked; openraft then stops the group, and
+        // readers may still look at what it had applied.
         self.0.read().unwrap_or_else(|p| p.into_inner())
     }
 
