@@ -17,15 +17,13 @@ use crate::raft::{Group, GroupId, Groups, NodeId, NodeInfo};
 pub struct Applied {
     pub response: Response,
     pub index: u64,
-    /// The node that led the group when the proposal committed.
-    pub leader: NodeId,
 }
 
 /// Why a proposal could not be applied. A timed-out proposal may still commit: the
 /// caller retries it with the same request id, which returns the first outcome.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("no leader for group {group} within the request deadline")]
+    #[error("no leader of group {group} applied the request within the deadline")]
     NoLeader { group: GroupId },
     #[error("group {group} is not known to this node")]
     UnknownGroup { group: GroupId },
@@ -46,7 +44,6 @@ pub async fn propose_local(group: &Group, proposal: Proposal) -> Result<LocalOut
         Ok(r) => Ok(LocalOutcome::Applied(Applied {
             response: r.data,
             index: r.log_id.index,
-            leader: r.log_id.leader_id.node_id,
         })),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Ok(LocalOutcome::NotLeader(f.leader_id))
@@ -114,10 +111,20 @@ impl Router {
             let target = hint.or_else(|| group.raft.metrics().borrow().current_leader);
             hint = None;
             match target {
-                Some(t) if t == me => match propose_local(&group, proposal.clone()).await? {
-                    LocalOutcome::Applied(a) => return Ok(a),
-                    LocalOutcome::NotLeader(h) => hint = h.filter(|h| *h != me),
-                },
+                Some(t) if t == me => {
+                    // A leader cut off from its quorum would wait for a commit that
+                    // never comes: bound it by the request's deadline (the outcome is
+                    // then unknown and a retry with the same request id settles it).
+                    let left = deadline.saturating_sub(started.elapsed());
+                    match tokio::time::timeout(left, propose_local(&group, proposal.clone())).await
+                    {
+                        Ok(outcome) => match outcome? {
+                            LocalOutcome::Applied(a) => return Ok(a),
+                            LocalOutcome::NotLeader(h) => hint = h.filter(|h| *h != me),
+                        },
+                        Err(_) => return Err(RouteError::NoLeader { group: group_id }),
+                    }
+                }
                 Some(t) => {
                     if let Some(addr) = self.addr_of(&group, t) {
                         let left = deadline.saturating_sub(started.elapsed());
@@ -140,11 +147,7 @@ impl Router {
                                             group: group_id,
                                             reason: format!("bad forward reply from node {t}: {e}"),
                                         })?;
-                                    return Ok(Applied {
-                                        response,
-                                        index,
-                                        leader: t,
-                                    });
+                                    return Ok(Applied { response, index });
                                 }
                                 Some(Outcome::NotLeader(nl)) => {
                                     hint = Some(nl.leader_id).filter(|h| *h != 0 && *h != t);

@@ -8,7 +8,7 @@
 //! The node binary is found next to the test binary's target dir (`target/<profile>/`)
 //! or at `$BOXOFFICE_NODE_BIN`; `scripts/test` builds it before running the tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -117,6 +117,35 @@ impl TestCluster {
             c.start_node(id)?;
         }
         Ok(c)
+    }
+
+    /// Starts the cluster and waits until every node is healthy and the catalog has a
+    /// leader; returns the cluster and that leader.
+    pub async fn start_ready(opts: ClusterOpts) -> Result<(Self, u64)> {
+        let c = Self::start(opts)?;
+        c.wait_healthy(Duration::from_secs(60)).await?;
+        let leader = c.wait_for_leader(0, Duration::from_secs(20)).await?;
+        Ok((c, leader))
+    }
+
+    /// A running node other than `id` (a follower, when `id` leads).
+    pub fn other_than(&self, id: u64) -> u64 {
+        self.running()
+            .into_iter()
+            .find(|&n| n != id)
+            .expect("another running node")
+    }
+
+    /// The ids of the venues in node `id`'s local catalog.
+    pub async fn venue_ids(&self, id: u64) -> Result<BTreeSet<String>> {
+        Ok(self
+            .client(id)
+            .venues()
+            .await?
+            .venues
+            .iter()
+            .filter_map(|v| v["venue_id"].as_str().map(str::to_string))
+            .collect())
     }
 
     /// Writes the config without starting any node.
@@ -320,15 +349,9 @@ impl TestCluster {
                         return Ok(None);
                     };
                     applied.insert(id, v.group(group).and_then(|g| g.last_applied));
-                    let Ok(list) = self.client(id).venues().await else {
+                    let Ok(ids) = self.venue_ids(id).await else {
                         return Ok(None);
                     };
-                    let mut ids: Vec<String> = list
-                        .venues
-                        .iter()
-                        .filter_map(|v| v["venue_id"].as_str().map(str::to_string))
-                        .collect();
-                    ids.sort();
                     venues.insert(id, ids);
                 }
                 let first_applied = applied.values().next().copied().flatten();

@@ -20,36 +20,19 @@ async fn create(c: &TestCluster, via: u64, name: &str, acked: &mut BTreeSet<Stri
     Ok(())
 }
 
-async fn venues_on(c: &TestCluster, id: u64) -> Result<BTreeSet<String>> {
-    Ok(c.client(id)
-        .venues()
-        .await?
-        .venues
-        .iter()
-        .filter_map(|v| v["venue_id"].as_str().map(str::to_string))
-        .collect())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_failover_rejoin_and_full_restart() -> Result<()> {
-    let mut c = TestCluster::start(ClusterOpts::default())?;
-    let mut acked = BTreeSet::new();
-
     // A fresh cluster bootstraps its catalog by itself and elects a leader.
-    c.wait_healthy(Duration::from_secs(30)).await?;
-    let leader = c.wait_for_leader(GROUP, Duration::from_secs(10)).await?;
-    let follower = c
-        .ids()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
+    let (mut c, leader) = TestCluster::start_ready(ClusterOpts::default()).await?;
+    let follower = c.other_than(leader);
+    let mut acked = BTreeSet::new();
 
     // Writes through a follower are forwarded to the leader.
     for i in 0..5 {
         create(&c, follower, &format!("before-{i}"), &mut acked).await?;
     }
     assert_eq!(
-        venues_on(&c, follower).await?,
+        c.venue_ids(follower).await?,
         acked,
         "a follower reads its own writes after the ack"
     );
@@ -71,7 +54,7 @@ async fn leader_kill_failover_rejoin_and_full_restart() -> Result<()> {
     c.wait_converged(GROUP, Duration::from_secs(20)).await?;
     for id in c.ids() {
         assert_eq!(
-            venues_on(&c, id).await?,
+            c.venue_ids(id).await?,
             acked,
             "node {id} holds exactly the acknowledged venues"
         );
@@ -84,7 +67,7 @@ async fn leader_kill_failover_rejoin_and_full_restart() -> Result<()> {
     c.wait_converged(GROUP, Duration::from_secs(20)).await?;
     for id in c.ids() {
         assert_eq!(
-            venues_on(&c, id).await?,
+            c.venue_ids(id).await?,
             acked,
             "node {id} after a full restart"
         );
@@ -118,7 +101,7 @@ async fn bootstrap_happens_once_whatever_order_nodes_start_in() -> Result<()> {
     let g = view.group(GROUP).expect("catalog group");
     assert_eq!(g.members, vec![1, 2, 3]);
     assert!(g.term >= term_before.unwrap_or(0));
-    assert_eq!(venues_on(&c, 1).await?, acked);
+    assert_eq!(c.venue_ids(1).await?, acked);
     let log = std::fs::read_to_string(&c.node(1).log)?;
     assert_eq!(
         log.matches("bootstrapped the catalog group").count(),
@@ -130,14 +113,8 @@ async fn bootstrap_happens_once_whatever_order_nodes_start_in() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_request_with_the_same_idempotency_key_applies_once() -> Result<()> {
-    let c = TestCluster::start(ClusterOpts::default())?;
-    c.wait_healthy(Duration::from_secs(30)).await?;
-    let leader = c.wait_for_leader(GROUP, Duration::from_secs(10)).await?;
-    let follower = c
-        .ids()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
+    let (c, leader) = TestCluster::start_ready(ClusterOpts::default()).await?;
+    let follower = c.other_than(leader);
     let venue = NewVenue::sample("once", 1, 5);
     let first = c.client(leader).create_venue(&venue, Some("key-1")).await?;
     let retry = c
@@ -151,6 +128,6 @@ async fn a_retried_request_with_the_same_idempotency_key_applies_once() -> Resul
         .await?;
     assert_ne!(first.venue_id, other.venue_id);
     c.wait_converged(GROUP, Duration::from_secs(10)).await?;
-    assert_eq!(venues_on(&c, leader).await?.len(), 2);
+    assert_eq!(c.venue_ids(leader).await?.len(), 2);
     Ok(())
 }

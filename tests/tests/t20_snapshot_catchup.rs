@@ -11,18 +11,13 @@ const GROUP: u64 = 0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_down_past_compaction_catches_up_by_snapshot() -> Result<()> {
-    let mut c = TestCluster::start(ClusterOpts {
+    let (mut c, leader) = TestCluster::start_ready(ClusterOpts {
         snapshot_logs_since_last: 20,
         max_in_snapshot_log_to_keep: 0,
         ..ClusterOpts::default()
-    })?;
-    c.wait_healthy(Duration::from_secs(30)).await?;
-    let leader = c.wait_for_leader(GROUP, Duration::from_secs(10)).await?;
-    let lagger = c
-        .ids()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
+    })
+    .await?;
+    let lagger = c.other_than(leader);
     c.wait_converged(GROUP, Duration::from_secs(10)).await?;
     let lagger_last = c
         .view(lagger)

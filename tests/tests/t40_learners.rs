@@ -9,12 +9,11 @@ use boxoffice_tests::{wait_for, ClusterOpts, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_six_node_cluster_has_five_catalog_voters_and_one_learner() -> Result<()> {
-    let c = TestCluster::start(ClusterOpts {
+    let (c, leader) = TestCluster::start_ready(ClusterOpts {
         nodes: 6,
         ..ClusterOpts::default()
-    })?;
-    c.wait_healthy(Duration::from_secs(60)).await?;
-    let leader = c.wait_for_leader(0, Duration::from_secs(20)).await?;
+    })
+    .await?;
     let (voters, learners) = wait_for(
         Duration::from_secs(20),
         "node 6 added as a learner",
