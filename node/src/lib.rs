@@ -2,14 +2,17 @@
 //!
 //! One process per node. A node owns one RocksDB, one gRPC server (peer port: Raft
 //! traffic and forwarding), one HTTP server (REST port), and many Raft groups: the
-//! catalog (group 0) today, one inventory group per event next.
+//! catalog (group 0) and one inventory group per event, placed on
+//! `replication_factor` nodes.
 //!
 //! ## Module map
 //! - [`config`] — `cluster.toml`.
 //! - [`domain`] — PURE deterministic state machines (no I/O, no clock).
 //! - [`raft`] — the multi-raft engine on openraft: RocksDB storage, tonic transport,
 //!   group registry, catalog bootstrap.
-//! - [`routing`] — gets a proposal applied by its group's leader from any node.
+//! - [`placement`] — starts and initializes the event groups the catalog places here.
+//! - [`routing`] — gets a proposal applied by its group's leader from any node, and
+//!   read indexes for linearizable reads.
 //! - [`api`] — axum routes, error format, middleware.
 //! - [`liveness`] — node-level peer probes.
 //! - [`server`] — [`server::run`], the node as a library function.
@@ -33,6 +36,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod liveness;
+pub mod placement;
 pub mod raft;
 pub mod routing;
 pub mod server;

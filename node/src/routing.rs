@@ -1,29 +1,36 @@
-//! Any node serves any request: [`Router`] takes a proposal for a group and gets it
-//! applied by that group's leader — locally when this node leads, otherwise forwarded
-//! over gRPC to the leader it believes in, following "not leader" hints, with bounded
-//! retries and backoff until the request's deadline.
+//! Any node serves any request: [`Router`] gets a proposal applied by its group's
+//! leader — locally when this node leads, otherwise forwarded over gRPC to the node
+//! it believes leads (its own Raft's view if it replicates the group, else the last
+//! leader it saw, else the group's members from the catalog in turn), following
+//! "not leader" hints, with bounded retries and backoff until the request's deadline.
+//! The same loop finds a leader's read index for linearizable reads.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use boxoffice_proto::peer::forward_reply::Outcome;
-use openraft::error::{ClientWriteError, RaftError};
+use boxoffice_proto::peer::{forward_reply, read_index_reply};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 
 use crate::codec;
 use crate::domain::{Proposal, Response};
 use crate::raft::{Group, GroupId, Groups, NodeId, NodeInfo};
 
-/// A proposal's replicated outcome and the log index it was applied at.
+/// A proposal's replicated outcome, the log index it was applied at, and the node
+/// that applied it as leader.
 #[derive(Debug, Clone)]
 pub struct Applied {
     pub response: Response,
     pub index: u64,
+    pub leader: NodeId,
 }
 
-/// Why a proposal could not be applied. A timed-out proposal may still commit: the
+/// Why a request could not be served. A timed-out proposal may still commit: the
 /// caller retries it with the same request id, which returns the first outcome.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("no leader of group {group} applied the request within the deadline")]
+    #[error("no leader of group {group} answered within the deadline")]
     NoLeader { group: GroupId },
     #[error("group {group} is not known to this node")]
     UnknownGroup { group: GroupId },
@@ -44,45 +51,191 @@ pub async fn propose_local(group: &Group, proposal: Proposal) -> Result<LocalOut
         Ok(r) => Ok(LocalOutcome::Applied(Applied {
             response: r.data,
             index: r.log_id.index,
+            leader: r.log_id.leader_id.node_id,
         })),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Ok(LocalOutcome::NotLeader(f.leader_id))
         }
         Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-            Err(RouteError::Fatal {
-                group: group.id,
-                reason: e.to_string(),
-            })
+            Err(fatal(group.id, e))
         }
-        Err(RaftError::Fatal(e)) => Err(RouteError::Fatal {
-            group: group.id,
-            reason: e.to_string(),
-        }),
+        Err(RaftError::Fatal(e)) => Err(fatal(group.id, e)),
     }
 }
 
-/// Sends proposals to group leaders.
+/// This node's read index of `group` if it leads it: `Ok(Err(hint))` if it does not.
+pub async fn read_index_local(group: &Group) -> Result<Result<u64, Option<NodeId>>, RouteError> {
+    match group.raft.ensure_linearizable().await {
+        Ok(log_id) => Ok(Ok(log_id.map_or(0, |l| l.index))),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Ok(Err(f.leader_id)),
+        // Not enough of the quorum answered: no leader we can vouch for right now.
+        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Ok(Err(None)),
+        Err(RaftError::Fatal(e)) => Err(fatal(group.id, e)),
+    }
+}
+
+fn fatal(group: GroupId, e: impl std::fmt::Display) -> RouteError {
+    RouteError::Fatal {
+        group,
+        reason: e.to_string(),
+    }
+}
+
+/// One attempt against one node.
+enum Step<T> {
+    Done(T),
+    NotLeader(Option<NodeId>),
+    /// The node did not answer usefully (down, not a member, deadline).
+    Failed,
+}
+
+/// Sends requests to group leaders.
 #[derive(Clone)]
 pub struct Router {
     groups: Groups,
-    /// Addresses of nodes this node knows from its config (membership adds more).
-    known: Vec<(NodeId, NodeInfo)>,
+    /// Addresses of nodes this node knows from its config; the catalog adds more.
+    known: Arc<Vec<(NodeId, NodeInfo)>>,
+    /// Last leader seen per group this node does not replicate.
+    leaders: Arc<Mutex<HashMap<GroupId, NodeId>>>,
 }
 
 impl Router {
     pub fn new(groups: Groups, known: Vec<(NodeId, NodeInfo)>) -> Self {
-        Self { groups, known }
+        Self {
+            groups,
+            known: Arc::new(known),
+            leaders: Arc::default(),
+        }
     }
 
-    fn addr_of(&self, group: &Group, node: NodeId) -> Option<String> {
-        let st = group.state.read();
-        if let Some(n) = st.membership.membership().get_node(&node) {
-            return Some(n.peer_addr.clone());
+    fn me(&self) -> NodeId {
+        self.groups.peers().me()
+    }
+
+    /// A node's peer address: from the catalog's node records, else the config.
+    fn addr_of(&self, node: NodeId) -> Option<String> {
+        if let Some(catalog) = self.groups.get(GroupId::CATALOG) {
+            let st = catalog.state.read();
+            if let Some(n) = st.machine.catalog().and_then(|c| c.nodes().get(&node)) {
+                return Some(n.peer_addr.clone());
+            }
+            if let Some(n) = st.membership.membership().get_node(&node) {
+                return Some(n.peer_addr.clone());
+            }
         }
         self.known
             .iter()
             .find(|(id, _)| *id == node)
             .map(|(_, n)| n.peer_addr.clone())
+    }
+
+    /// The members of an event group, from the local catalog.
+    fn members(&self, group: GroupId) -> Option<Vec<NodeId>> {
+        let catalog = self.groups.get(GroupId::CATALOG)?;
+        let st = catalog.state.read();
+        st.machine
+            .catalog()
+            .and_then(|c| c.event_of_group(group.0))
+            .map(|e| e.replicas.clone())
+    }
+
+    /// Whom to ask next: a hint, else this node's Raft view, else the cached
+    /// leader, else the members in turn.
+    fn pick(
+        &self,
+        group: GroupId,
+        local: Option<&Group>,
+        members: &[NodeId],
+        attempt: usize,
+    ) -> Option<NodeId> {
+        if let Some(g) = local {
+            if let Some(l) = g.raft.metrics().borrow().current_leader {
+                return Some(l);
+            }
+        }
+        if let Some(l) = self
+            .leaders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+        {
+            if attempt == 0 {
+                return Some(*l);
+            }
+        }
+        (!members.is_empty()).then(|| members[attempt % members.len()])
+    }
+
+    fn remember_leader(&self, group: GroupId, leader: Option<NodeId>) {
+        let mut m = self.leaders.lock().unwrap_or_else(|p| p.into_inner());
+        match leader {
+            Some(l) => m.insert(group, l),
+            None => m.remove(&group),
+        };
+    }
+
+    /// The retry loop shared by writes and read indexes: ask one node at a time
+    /// until one answers, following hints (at most three in a row), backing off
+    /// 20→320 ms between rounds, until `deadline`.
+    async fn route<T, F, Fut>(
+        &self,
+        group_id: GroupId,
+        deadline: Duration,
+        mut attempt: F,
+    ) -> Result<T, RouteError>
+    where
+        F: FnMut(NodeId, Option<Arc<Group>>, Duration) -> Fut,
+        Fut: Future<Output = Result<Step<T>, RouteError>>,
+    {
+        let local = self.groups.get(group_id);
+        let members = match &local {
+            Some(_) => Vec::new(),
+            None => self
+                .members(group_id)
+                .ok_or(RouteError::UnknownGroup { group: group_id })?,
+        };
+        let started = Instant::now();
+        let mut hint: Option<NodeId> = None;
+        let (mut tries, mut hops, mut backoffs) = (0usize, 0u32, 0u32);
+        loop {
+            let target = hint
+                .take()
+                .or_else(|| self.pick(group_id, local.as_deref(), &members, tries));
+            tries += 1;
+            if let Some(t) = target {
+                let left = deadline
+                    .saturating_sub(started.elapsed())
+                    .max(Duration::from_millis(1));
+                let local_group = (t == self.me()).then(|| local.clone()).flatten();
+                match attempt(t, local_group, left).await? {
+                    Step::Done(v) => {
+                        if local.is_none() {
+                            self.remember_leader(group_id, Some(t));
+                        }
+                        return Ok(v);
+                    }
+                    Step::NotLeader(h) => hint = h.filter(|h| *h != t),
+                    Step::Failed => {
+                        if local.is_none() {
+                            self.remember_leader(group_id, None);
+                        }
+                    }
+                }
+            }
+            if started.elapsed() >= deadline {
+                return Err(RouteError::NoLeader { group: group_id });
+            }
+            hops += 1;
+            // Without a hint, or after a few hints in a row (a cycle during an
+            // election must not spin), back off. Members are tried in turn first.
+            let tried_all_members = members.is_empty() || tries % members.len() == 0;
+            if (hint.is_none() && tried_all_members) || hops > 3 {
+                hops = 0;
+                let pause = Duration::from_millis(20u64 << backoffs.min(4));
+                backoffs += 1;
+                tokio::time::sleep(pause.min(deadline.saturating_sub(started.elapsed()))).await;
+            }
+        }
     }
 
     /// Gets `proposal` applied by `group`'s leader before `deadline`.
@@ -92,87 +245,113 @@ impl Router {
         proposal: Proposal,
         deadline: Duration,
     ) -> Result<Applied, RouteError> {
+        let encoded = codec::encode(&proposal).map_err(|e| fatal(group_id, e))?;
+        let peers = self.groups.peers().clone();
+        self.route(group_id, deadline, |target, local, left| {
+            let proposal = proposal.clone();
+            let encoded = encoded.clone();
+            let peers = peers.clone();
+            let addr = self.addr_of(target);
+            async move {
+                if let Some(group) = local {
+                    // A leader cut off from its quorum would wait for a commit that
+                    // never comes: bound it by the deadline (the outcome is then
+                    // unknown; a retry with the same request id settles it).
+                    return match tokio::time::timeout(left, propose_local(&group, proposal)).await {
+                        Ok(Ok(LocalOutcome::Applied(a))) => Ok(Step::Done(a)),
+                        Ok(Ok(LocalOutcome::NotLeader(h))) => Ok(Step::NotLeader(h)),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Ok(Step::Failed),
+                    };
+                }
+                let Some(addr) = addr else {
+                    return Ok(Step::Failed);
+                };
+                match peers.forward(target, &addr, group_id, encoded, left).await {
+                    Ok(reply) => match reply.outcome {
+                        Some(forward_reply::Outcome::Response(bytes)) => {
+                            let (response, index): (Response, u64) = codec::decode(&bytes)
+                                .map_err(|e| {
+                                    fatal(
+                                        group_id,
+                                        format!("bad forward reply from node {target}: {e}"),
+                                    )
+                                })?;
+                            Ok(Step::Done(Applied {
+                                response,
+                                index,
+                                leader: target,
+                            }))
+                        }
+                        Some(forward_reply::Outcome::NotLeader(nl)) => {
+                            Ok(Step::NotLeader(Some(nl.leader_id).filter(|h| *h != 0)))
+                        }
+                        None => Ok(Step::Failed),
+                    },
+                    Err(status) => {
+                        tracing::debug!(group = %group_id, target, "forward failed: {status}");
+                        Ok(Step::Failed)
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// The leader's read index of `group`: once a replica has applied it, its state
+    /// reflects every write acknowledged before this call.
+    pub async fn read_index(
+        &self,
+        group_id: GroupId,
+        deadline: Duration,
+    ) -> Result<u64, RouteError> {
+        let peers = self.groups.peers().clone();
+        self.route(group_id, deadline, |target, local, left| {
+            let peers = peers.clone();
+            let addr = self.addr_of(target);
+            async move {
+                if let Some(group) = local {
+                    return match tokio::time::timeout(left, read_index_local(&group)).await {
+                        Ok(Ok(Ok(index))) => Ok(Step::Done(index)),
+                        Ok(Ok(Err(hint))) => Ok(Step::NotLeader(hint)),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Ok(Step::Failed),
+                    };
+                }
+                let Some(addr) = addr else {
+                    return Ok(Step::Failed);
+                };
+                match peers.read_index(target, &addr, group_id, left).await {
+                    Ok(reply) => match reply.outcome {
+                        Some(read_index_reply::Outcome::Index(i)) => Ok(Step::Done(i)),
+                        Some(read_index_reply::Outcome::NotLeader(nl)) => {
+                            Ok(Step::NotLeader(Some(nl.leader_id).filter(|h| *h != 0)))
+                        }
+                        None => Ok(Step::Failed),
+                    },
+                    Err(_) => Ok(Step::Failed),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits until this node's replica of `group` reflects every write acknowledged
+    /// before the call (read index from the leader, then local apply up to it).
+    pub async fn catch_up(&self, group_id: GroupId, deadline: Duration) -> Result<(), RouteError> {
+        let started = Instant::now();
         let group = self
             .groups
             .get(group_id)
             .ok_or(RouteError::UnknownGroup { group: group_id })?;
-        let started = Instant::now();
-        let me = self.groups.peers().me();
-        let encoded = codec::encode(&proposal).map_err(|e| RouteError::Fatal {
-            group: group_id,
-            reason: e.to_string(),
-        })?;
-        let mut hint: Option<NodeId> = None;
-        let mut attempt: u32 = 0;
-        // Hints followed back to back; past a few, back off anyway (a hint cycle
-        // during an election must not spin).
-        let mut hops: u32 = 0;
-        loop {
-            let target = hint.or_else(|| group.raft.metrics().borrow().current_leader);
-            hint = None;
-            match target {
-                Some(t) if t == me => {
-                    // A leader cut off from its quorum would wait for a commit that
-                    // never comes: bound it by the request's deadline (the outcome is
-                    // then unknown and a retry with the same request id settles it).
-                    let left = deadline.saturating_sub(started.elapsed());
-                    match tokio::time::timeout(left, propose_local(&group, proposal.clone())).await
-                    {
-                        Ok(outcome) => match outcome? {
-                            LocalOutcome::Applied(a) => return Ok(a),
-                            LocalOutcome::NotLeader(h) => hint = h.filter(|h| *h != me),
-                        },
-                        Err(_) => return Err(RouteError::NoLeader { group: group_id }),
-                    }
-                }
-                Some(t) => {
-                    if let Some(addr) = self.addr_of(&group, t) {
-                        let left = deadline.saturating_sub(started.elapsed());
-                        match self
-                            .groups
-                            .peers()
-                            .forward(
-                                t,
-                                &addr,
-                                group_id,
-                                encoded.clone(),
-                                left.max(Duration::from_millis(1)),
-                            )
-                            .await
-                        {
-                            Ok(reply) => match reply.outcome {
-                                Some(Outcome::Response(bytes)) => {
-                                    let (response, index): (Response, u64) = codec::decode(&bytes)
-                                        .map_err(|e| RouteError::Fatal {
-                                            group: group_id,
-                                            reason: format!("bad forward reply from node {t}: {e}"),
-                                        })?;
-                                    return Ok(Applied { response, index });
-                                }
-                                Some(Outcome::NotLeader(nl)) => {
-                                    hint = Some(nl.leader_id).filter(|h| *h != 0 && *h != t);
-                                }
-                                None => {}
-                            },
-                            Err(status) => {
-                                tracing::debug!(group = %group_id, target = t, "forward failed: {status}");
-                            }
-                        }
-                    }
-                }
-                None => {}
-            }
-            if started.elapsed() >= deadline {
-                return Err(RouteError::NoLeader { group: group_id });
-            }
-            hops += 1;
-            if hint.is_none() || hops > 3 {
-                hops = 0;
-                // Back off before asking again: 20, 40, 80 ... up to 320 ms.
-                let pause = Duration::from_millis(20u64 << attempt.min(4));
-                attempt += 1;
-                tokio::time::sleep(pause.min(deadline.saturating_sub(started.elapsed()))).await;
-            }
-        }
+        let index = self.read_index(group_id, deadline).await?;
+        let left = deadline.saturating_sub(started.elapsed());
+        group
+            .raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map(|_| ())
+            .map_err(|_| RouteError::NoLeader { group: group_id })
     }
 }

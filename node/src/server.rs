@@ -33,8 +33,53 @@ pub struct NodeCtx {
 impl NodeCtx {
     /// Gets a proposal applied by the group's leader within the API's request deadline.
     pub async fn propose(&self, group: GroupId, proposal: Proposal) -> Result<Applied, RouteError> {
-        let deadline = Duration::from_millis(self.config.api.request_timeout_ms);
-        self.router.propose(group, proposal, deadline).await
+        self.router.propose(group, proposal, self.deadline()).await
+    }
+
+    /// Waits until this node's replica of `group` has applied `index` (read your
+    /// own write before routing by it).
+    pub async fn wait_applied(&self, group: GroupId, index: u64) -> Result<(), RouteError> {
+        let g = self
+            .groups
+            .get(group)
+            .ok_or(RouteError::UnknownGroup { group })?;
+        g.raft
+            .wait(Some(self.deadline()))
+            .applied_index_at_least(Some(index), "own write")
+            .await
+            .map(|_| ())
+            .map_err(|_| RouteError::NoLeader { group })
+    }
+
+    /// The group of an event, from the local catalog; if this replica does not have
+    /// it yet, after catching up to the catalog leader's read index (an event just
+    /// created through another node is found).
+    pub async fn event_group(
+        &self,
+        event_id: &uuid::Uuid,
+    ) -> Result<GroupId, crate::api::ApiError> {
+        let lookup = || {
+            self.groups.get(GroupId::CATALOG).and_then(|g| {
+                let st = g.state.read();
+                st.machine
+                    .catalog()
+                    .and_then(|c| c.event(event_id))
+                    .map(|e| GroupId(e.group_id))
+            })
+        };
+        if let Some(g) = lookup() {
+            return Ok(g);
+        }
+        self.router
+            .catch_up(GroupId::CATALOG, self.deadline())
+            .await?;
+        lookup()
+            .ok_or_else(|| crate::api::ApiError::not_found(format!("event {event_id} not found")))
+    }
+
+    /// The API's request deadline.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.config.api.request_timeout_ms)
     }
 }
 
@@ -120,6 +165,7 @@ pub async fn run(
         )));
     }
     tasks.push(tokio::spawn(catalog_duties(config.clone(), groups.clone())));
+    tasks.push(tokio::spawn(crate::placement::reconcile(groups.clone())));
     tasks.push(tokio::spawn(liveness.run(
         config.clone(),
         peers.clone(),

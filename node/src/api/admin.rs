@@ -111,6 +111,15 @@ pub async fn cluster(State(ctx): State<AppState>, _admin: Admin) -> impl IntoRes
             })
         })
         .collect();
+    let event_of = |group: u64| {
+        ctx.groups.get(GroupId::CATALOG).and_then(|c| {
+            let st = c.state.read();
+            st.machine
+                .catalog()
+                .and_then(|c| c.event_of_group(group))
+                .map(|e| e.spec.event_id)
+        })
+    };
     let groups: Vec<_> = ctx
         .groups
         .list()
@@ -122,7 +131,7 @@ pub async fn cluster(State(ctx): State<AppState>, _admin: Admin) -> impl IntoRes
             let learners: Vec<u64> = membership.learner_ids().collect();
             json!({
                 "group_id": g.id.0,
-                "event_id": null,
+                "event_id": event_of(g.id.0),
                 "members": voters,
                 "learners": learners,
                 "leader": m.current_leader,

@@ -1,11 +1,12 @@
 //! The REST API (axum): routes, the request-id and metrics middleware, extractors
 //! that turn every rejection into the spec's error format, and the node endpoints.
 //!
-//! One file per resource: [`admin`] (operators), [`venues`] (catalog reads),
-//! [`node`] (health and metrics).
+//! One file per resource: [`admin`] (operators: venues, cluster), [`events`]
+//! (operators: events), [`venues`] (catalog reads), [`node`] (health and metrics).
 
 mod admin;
 mod error;
+mod events;
 mod extract;
 mod node;
 mod venues;
@@ -19,7 +20,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -36,6 +37,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(node::metrics))
         .route("/v1/admin/cluster", get(admin::cluster))
         .route("/v1/admin/venues", post(admin::create_venue))
+        .route("/v1/admin/events", post(events::create))
+        .route("/v1/admin/events/{event_id}", patch(events::patch))
         .route("/v1/venues", get(venues::list))
         .route("/v1/venues/{venue_id}", get(venues::get))
         .fallback(unknown_route)

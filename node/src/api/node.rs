@@ -8,13 +8,20 @@ use serde_json::json;
 use super::AppState;
 use crate::raft::GroupId;
 
-/// 200 when this node can serve (its catalog replica runs and knows a leader), 503
-/// otherwise, with the reason.
+/// 200 when this node can serve (its catalog replica runs, knows a leader and has
+/// applied the cluster's genesis), 503 otherwise, with the reason.
 pub async fn health(State(ctx): State<AppState>) -> impl IntoResponse {
-    let leader = ctx
-        .groups
-        .get(GroupId::CATALOG)
-        .and_then(|g| g.raft.metrics().borrow().current_leader);
+    let leader = ctx.groups.get(GroupId::CATALOG).and_then(|g| {
+        let genesis = g
+            .state
+            .read()
+            .machine
+            .catalog()
+            .and_then(|c| c.cluster_uuid())
+            .is_some();
+        let leader = g.raft.metrics().borrow().current_leader;
+        leader.filter(|_| genesis)
+    });
     match leader {
         Some(leader) => (
             StatusCode::OK,
@@ -23,7 +30,7 @@ pub async fn health(State(ctx): State<AppState>) -> impl IntoResponse {
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(
-                json!({"status": "unavailable", "node_id": ctx.me, "reason": "no catalog leader known yet"}),
+                json!({"status": "unavailable", "node_id": ctx.me, "reason": "no catalog leader known yet, or the cluster is still bootstrapping"}),
             ),
         ),
     }

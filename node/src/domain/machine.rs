@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::Catalog;
 use super::dedup::Dedup;
+use super::inventory::Inventory;
 use super::{ApplyCtx, Change, Command, CommandBody, Response};
 use crate::codec;
 use crate::error::{Error, Result};
@@ -16,6 +17,8 @@ const DOMAIN_PREFIX: u8 = b'x';
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupKind {
     Catalog,
+    /// One event's inventory.
+    Inventory,
 }
 
 /// The complete replicated state of one group, in memory; persisted through the
@@ -32,6 +35,7 @@ pub struct GroupMachine {
 #[derive(Debug, Clone, PartialEq)]
 enum Domain {
     Catalog(Catalog),
+    Inventory(Inventory),
 }
 
 impl GroupMachine {
@@ -42,6 +46,7 @@ impl GroupMachine {
             dedup: Dedup::default(),
             domain: match kind {
                 GroupKind::Catalog => Domain::Catalog(Catalog::default()),
+                GroupKind::Inventory => Domain::Inventory(Inventory::default()),
             },
         }
     }
@@ -69,6 +74,10 @@ impl GroupMachine {
             (Domain::Catalog(c), CommandBody::Catalog(body)) => {
                 Response::Catalog(c.apply(body, ctx, &mut domain_changes))
             }
+            (Domain::Inventory(i), CommandBody::Inventory(body)) => {
+                Response::Inventory(i.apply(body, ctx, &mut domain_changes))
+            }
+            _ => Response::WrongGroup,
         };
         changes.extend(domain_changes.into_iter().map(prefix_domain));
         self.dedup
@@ -93,6 +102,7 @@ impl GroupMachine {
             } else if k.first() == Some(&DOMAIN_PREFIX) {
                 match &mut m.domain {
                     Domain::Catalog(c) => c.restore(&k[1..], v)?,
+                    Domain::Inventory(i) => i.restore(&k[1..], v)?,
                 }
             } else {
                 return Err(Error::Decode(format!("unknown machine key {k:?}")));
@@ -111,6 +121,7 @@ impl GroupMachine {
         let mut domain = Vec::new();
         match &self.domain {
             Domain::Catalog(c) => c.dump(&mut domain),
+            Domain::Inventory(i) => i.dump(&mut domain),
         }
         out.extend(domain.into_iter().map(|(k, v)| (with_domain_prefix(k), v)));
         out
@@ -120,6 +131,15 @@ impl GroupMachine {
     pub fn catalog(&self) -> Option<&Catalog> {
         match &self.domain {
             Domain::Catalog(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The event's inventory, if this group holds one.
+    pub fn inventory(&self) -> Option<&Inventory> {
+        match &self.domain {
+            Domain::Inventory(i) => Some(i),
+            _ => None,
         }
     }
 

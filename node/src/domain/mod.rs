@@ -1,7 +1,7 @@
 //! PURE domain state machines: no I/O, no clock, no randomness, no tokio, no RocksDB.
 //!
-//! Every Raft group runs one [`GroupMachine`]: a domain machine (the catalog today;
-//! inventory and queue per event next) wrapped with what every group needs the same
+//! Every Raft group runs one [`GroupMachine`]: a domain machine (the catalog, or one
+//! event's inventory; the queue joins the inventory next) wrapped with what every group needs the same
 //! way — exactly-once by request id and a clock that only moves forward. `apply`
 //! takes a command stamped by the leader and returns the response plus the key-value
 //! [`Change`]s the storage adapter must persist atomically with `last_applied`.
@@ -11,7 +11,9 @@
 
 pub mod catalog;
 mod dedup;
+pub mod inventory;
 mod machine;
+pub mod money;
 
 pub use dedup::DEDUP_WINDOW_MS;
 pub use machine::{GroupKind, GroupMachine};
@@ -20,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use catalog::{CatalogCommand, CatalogResponse};
+use inventory::{InventoryCommand, InventoryResponse};
 
 /// Where and when a command is applied: its log index and its leader-stamped time
 /// (never earlier than any time the machine has seen before).
@@ -70,6 +73,7 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CommandBody {
     Catalog(CatalogCommand),
+    Inventory(InventoryCommand),
 }
 
 /// The replicated outcome of a command.
@@ -78,6 +82,7 @@ pub enum Response {
     /// Outcome of a blank or membership entry (no command to answer).
     Empty,
     Catalog(CatalogResponse),
+    Inventory(InventoryResponse),
     /// The command was addressed to a group of another kind (a routing bug, never a
     /// client mistake); replicated like any outcome so replicas stay identical.
     WrongGroup,

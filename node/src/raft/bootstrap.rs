@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::groups::Groups;
 use super::types::{GroupId, NodeInfo};
 use crate::config::ClusterConfig;
-use crate::domain::catalog::CatalogCommand;
+use crate::domain::catalog::{CatalogCommand, NodeRecord};
 use crate::domain::{CommandBody, Proposal};
 use crate::routing::{propose_local, LocalOutcome};
 
@@ -26,6 +26,30 @@ fn node_info(config: &ClusterConfig, id: u64) -> Option<NodeInfo> {
         peer_addr: n.peer_addr.to_string(),
         http_addr: n.http_addr.to_string(),
     })
+}
+
+fn node_record(n: &crate::config::NodeConfig) -> NodeRecord {
+    NodeRecord {
+        node_id: n.id,
+        peer_addr: n.peer_addr.to_string(),
+        http_addr: n.http_addr.to_string(),
+    }
+}
+
+/// Proposes a leader duty's catalog command on this node; true if it applied.
+async fn propose_duty(group: &super::groups::Group, cmd: CatalogCommand) -> bool {
+    let proposal = Proposal {
+        request_id: Uuid::new_v4(),
+        body: CommandBody::Catalog(cmd),
+    };
+    match propose_local(group, proposal).await {
+        Ok(LocalOutcome::Applied(_)) => true,
+        Ok(LocalOutcome::NotLeader(_)) => false,
+        Err(e) => {
+            tracing::warn!("catalog duty: {e}");
+            false
+        }
+    }
 }
 
 /// Initializes the catalog group of a fresh cluster (see the module docs). Returns
@@ -91,8 +115,9 @@ pub async fn bootstrap_catalog(config: Arc<ClusterConfig>, groups: Groups) {
 }
 
 /// Work the catalog leader does while it leads: record the cluster's bootstrap id
-/// (once, ever) and add config nodes beyond the voters as learners, so every node
-/// can read the catalog locally.
+/// and nodes (once, ever), register nodes the file gained or readdressed since, and
+/// add config nodes beyond the voters as learners, so every node can read the
+/// catalog locally.
 pub async fn catalog_duties(config: Arc<ClusterConfig>, groups: Groups) {
     let Some(group) = groups.get(GroupId::CATALOG) else {
         return;
@@ -100,35 +125,41 @@ pub async fn catalog_duties(config: Arc<ClusterConfig>, groups: Groups) {
     loop {
         let is_leader = group.raft.metrics().borrow().current_leader == Some(groups.peers().me());
         if is_leader {
-            let (has_uuid, members): (bool, BTreeSet<u64>) = {
+            let (has_uuid, registered, members) = {
                 let st = group.state.read();
-                let has = st
-                    .machine
-                    .catalog()
-                    .and_then(|c| c.cluster_uuid())
-                    .is_some();
+                let catalog = st.machine.catalog();
+                let registered: BTreeMap<u64, NodeRecord> =
+                    catalog.map(|c| c.nodes().clone()).unwrap_or_default();
+                let members: BTreeSet<u64> = st
+                    .membership
+                    .membership()
+                    .nodes()
+                    .map(|(id, _)| *id)
+                    .collect();
                 (
-                    has,
-                    st.membership
-                        .membership()
-                        .nodes()
-                        .map(|(id, _)| *id)
-                        .collect(),
+                    catalog.and_then(|c| c.cluster_uuid()).is_some(),
+                    registered,
+                    members,
                 )
             };
+            let config_nodes: Vec<NodeRecord> = config.nodes.iter().map(node_record).collect();
             if !has_uuid {
-                let proposal = Proposal {
-                    request_id: Uuid::new_v4(),
-                    body: CommandBody::Catalog(CatalogCommand::Genesis {
-                        cluster_uuid: Uuid::new_v4(),
-                    }),
+                let genesis = CatalogCommand::Genesis {
+                    cluster_uuid: Uuid::new_v4(),
+                    nodes: config_nodes.clone(),
                 };
-                match propose_local(&group, proposal).await {
-                    Ok(LocalOutcome::Applied(_)) => {
-                        tracing::info!("recorded the cluster's bootstrap id")
+                if propose_duty(&group, genesis).await {
+                    tracing::info!("recorded the cluster's bootstrap id and nodes");
+                }
+            } else {
+                // Nodes added to the file later, or whose addresses changed.
+                for n in config_nodes
+                    .iter()
+                    .filter(|n| registered.get(&n.node_id) != Some(n))
+                {
+                    if propose_duty(&group, CatalogCommand::RegisterNode(n.clone())).await {
+                        tracing::info!(node = n.node_id, "registered node in the catalog");
                     }
-                    Ok(LocalOutcome::NotLeader(_)) => {}
-                    Err(e) => tracing::warn!("genesis: {e}"),
                 }
             }
             for node in config.nodes.iter().filter(|n| !members.contains(&n.id)) {

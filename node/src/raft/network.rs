@@ -7,7 +7,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use boxoffice_proto::peer::{
-    ForwardReply, ForwardRequest, HelloReply, HelloRequest, RaftReply, RaftRequest,
+    ForwardReply, ForwardRequest, HelloReply, HelloRequest, RaftReply, RaftRequest, ReadIndexReply,
+    ReadIndexRequest,
 };
 use boxoffice_proto::PeerClient;
 use openraft::error::{
@@ -137,6 +138,28 @@ impl Peers {
         });
         req.set_timeout(timeout);
         Ok(within(timeout, client.forward(req)).await?.into_inner())
+    }
+}
+
+impl Peers {
+    /// Asks `node` for `group`'s read index (it answers if it leads the group).
+    pub async fn read_index(
+        &self,
+        node: NodeId,
+        addr: &str,
+        group: GroupId,
+        timeout: Duration,
+    ) -> Result<ReadIndexReply, tonic::Status> {
+        let mut client = self
+            .client(node, addr)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut req = tonic::Request::new(ReadIndexRequest {
+            cluster: self.inner.cluster.clone(),
+            group_id: group.0,
+            from: self.inner.me,
+        });
+        req.set_timeout(timeout);
+        Ok(within(timeout, client.read_index(req)).await?.into_inner())
     }
 }
 

@@ -3,8 +3,8 @@
 //! and identity/liveness probes.
 
 use boxoffice_proto::peer::{
-    forward_reply::Outcome, ForwardReply, ForwardRequest, HelloReply, HelloRequest, NotLeader,
-    RaftReply, RaftRequest,
+    forward_reply::Outcome, read_index_reply, ForwardReply, ForwardRequest, HelloReply,
+    HelloRequest, NotLeader, RaftReply, RaftRequest, ReadIndexReply, ReadIndexRequest,
 };
 use boxoffice_proto::Peer;
 use serde::Serialize;
@@ -14,7 +14,7 @@ use super::groups::{Group, Groups};
 use super::types::GroupId;
 use crate::codec;
 use crate::domain::Proposal;
-use crate::routing::{propose_local, LocalOutcome, RouteError};
+use crate::routing::{propose_local, read_index_local, LocalOutcome, RouteError};
 
 /// Serves peers' requests against this node's groups.
 pub struct PeerService {
@@ -109,6 +109,24 @@ impl Peer for PeerService {
             Err(e) => return Err(Status::unavailable(e.to_string())),
         };
         Ok(Response::new(ForwardReply {
+            outcome: Some(outcome),
+        }))
+    }
+
+    async fn read_index(
+        &self,
+        req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexReply>, Status> {
+        let req = req.into_inner();
+        let group = self.group(&req.cluster, req.group_id)?;
+        let outcome = match read_index_local(&group).await {
+            Ok(Ok(index)) => read_index_reply::Outcome::Index(index),
+            Ok(Err(hint)) => read_index_reply::Outcome::NotLeader(NotLeader {
+                leader_id: hint.unwrap_or(0),
+            }),
+            Err(e) => return Err(Status::internal(e.to_string())),
+        };
+        Ok(Response::new(ReadIndexReply {
             outcome: Some(outcome),
         }))
     }

@@ -1,0 +1,251 @@
+//! Operator endpoints for events: creation (a catalog command that places the
+//! event's group, then the group's first write) and sale-status changes (a write to
+//! the event's own group, routed to its leader from any node).
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::extract::{request_id_for, Admin, Json, Path};
+use super::{ApiError, AppState};
+use crate::domain::catalog::{
+    CatalogCommand, CatalogRejection, CatalogResponse, NewEvent, QueueSettings, TierSpec,
+};
+use crate::domain::inventory::{
+    InventoryCommand, InventoryRejection, InventoryResponse, SaleOverride,
+};
+use crate::domain::money::cents_from_decimal;
+use crate::domain::{CommandBody, Proposal, Response};
+use crate::raft::GroupId;
+
+/// `POST /v1/admin/events` body (api-extensions.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEvent {
+    name: String,
+    artist: String,
+    #[serde(default)]
+    description: String,
+    category: String,
+    venue_id: Uuid,
+    date: DateTime<Utc>,
+    #[serde(default)]
+    doors_open: Option<DateTime<Utc>>,
+    on_sale_date: DateTime<Utc>,
+    #[serde(default)]
+    presale_start: Option<DateTime<Utc>>,
+    pricing_tiers: Vec<TierBody>,
+    #[serde(default)]
+    queue: Option<QueueBody>,
+    #[serde(default)]
+    image_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierBody {
+    name: String,
+    price: f64,
+    #[serde(default)]
+    fees: f64,
+    sections: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueBody {
+    enabled: bool,
+    max_size: u64,
+    admission_per_second: u32,
+    max_active_shoppers: u32,
+    access_window_minutes: u32,
+}
+
+impl CreateEvent {
+    fn into_domain(self) -> Result<NewEvent, ApiError> {
+        let mut tiers = Vec::with_capacity(self.pricing_tiers.len());
+        for t in self.pricing_tiers {
+            let money = |what: &str, v: f64| {
+                cents_from_decimal(v)
+                    .map_err(|e| ApiError::validation(format!("tier {:?} {what}: {e}", t.name)))
+            };
+            tiers.push(TierSpec {
+                tier_id: Uuid::new_v4(),
+                price_cents: money("price", t.price)?,
+                fees_cents: money("fees", t.fees)?,
+                name: t.name,
+                sections: t.sections,
+            });
+        }
+        let event = NewEvent {
+            event_id: Uuid::new_v4(),
+            name: self.name,
+            artist: self.artist,
+            description: self.description,
+            category: self.category,
+            venue_id: self.venue_id,
+            date_ms: self.date.timestamp_millis(),
+            doors_open_ms: self.doors_open.map(|d| d.timestamp_millis()),
+            on_sale_ms: self.on_sale_date.timestamp_millis(),
+            presale_start_ms: self.presale_start.map(|d| d.timestamp_millis()),
+            pricing_tiers: tiers,
+            queue: self.queue.map(|q| QueueSettings {
+                enabled: q.enabled,
+                max_size: q.max_size,
+                admission_per_second: q.admission_per_second,
+                max_active_shoppers: q.max_active_shoppers,
+                access_window_minutes: q.access_window_minutes,
+            }),
+            image_url: self.image_url,
+        };
+        event.validate().map_err(ApiError::validation)?;
+        Ok(event)
+    }
+}
+
+/// Creates an event: the catalog records it and places its group; then the group's
+/// first write binds it to the event, which also tells us its leader.
+pub async fn create(
+    State(ctx): State<AppState>,
+    _admin: Admin,
+    headers: HeaderMap,
+    Json(body): Json<CreateEvent>,
+) -> Result<impl IntoResponse, ApiError> {
+    let event = body.into_domain()?;
+    let proposal = Proposal {
+        request_id: request_id_for(&headers, "admin.events")?,
+        body: CommandBody::Catalog(CatalogCommand::CreateEvent {
+            event,
+            replication_factor: ctx.config.replication_factor,
+        }),
+    };
+    let applied = ctx.propose(GroupId::CATALOG, proposal).await?;
+    let (event_id, group_id, replicas) = match applied.response {
+        Response::Catalog(CatalogResponse::EventCreated {
+            event_id,
+            group_id,
+            replicas,
+        }) => (event_id, group_id, replicas),
+        Response::Catalog(CatalogResponse::Rejected(r)) => return Err(catalog_rejection(r)),
+        other => {
+            return Err(ApiError::internal(format!(
+                "unexpected catalog response {other:?}"
+            )))
+        }
+    };
+    // Route by the catalog entry we just wrote: wait until our replica has it.
+    ctx.wait_applied(GroupId::CATALOG, applied.index).await?;
+    let open = Proposal {
+        request_id: Uuid::new_v5(&event_id, b"open"),
+        body: CommandBody::Inventory(InventoryCommand::Open { event_id }),
+    };
+    let leader = match ctx.propose(GroupId(group_id), open).await {
+        Ok(a) => Some(a.leader),
+        Err(e) => {
+            // The event exists and its group will form; the caller just learns no
+            // leader yet.
+            tracing::warn!(%event_id, group_id, "event group not open yet: {e}");
+            None
+        }
+    };
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "event_id": event_id,
+            "group_id": group_id,
+            "replicas": replicas,
+            "leader": leader,
+        })),
+    ))
+}
+
+fn catalog_rejection(r: CatalogRejection) -> ApiError {
+    match r {
+        CatalogRejection::Invalid(msg) => ApiError::validation(msg),
+        CatalogRejection::UnknownVenue(id) => {
+            ApiError::validation(format!("venue {id} does not exist"))
+        }
+        CatalogRejection::EventExists(id) => {
+            ApiError::conflict("CONFLICT", format!("event {id} already exists"))
+        }
+        CatalogRejection::VenueExists(id) => {
+            ApiError::conflict("CONFLICT", format!("venue {id} already exists"))
+        }
+        CatalogRejection::NotEnoughNodes { have, need } => ApiError::unavailable(
+            "INSUFFICIENT_NODES",
+            format!("replication needs {need} nodes and the cluster has {have}"),
+            5,
+        ),
+    }
+}
+
+/// `PATCH /v1/admin/events/{event_id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchEvent {
+    status: StatusBody,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum StatusBody {
+    OnSale,
+    Paused,
+    Cancelled,
+}
+
+/// The JSON name of an operator status.
+pub fn status_name(s: SaleOverride) -> &'static str {
+    match s {
+        SaleOverride::Scheduled => "SCHEDULED",
+        SaleOverride::OnSale => "ON_SALE",
+        SaleOverride::Paused => "PAUSED",
+        SaleOverride::Cancelled => "CANCELLED",
+    }
+}
+
+/// Changes an event's sale status in the event's own group.
+pub async fn patch(
+    State(ctx): State<AppState>,
+    _admin: Admin,
+    Path(event_id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(body): Json<PatchEvent>,
+) -> Result<impl IntoResponse, ApiError> {
+    let group_id = ctx.event_group(&event_id).await?;
+    let status = match body.status {
+        StatusBody::OnSale => SaleOverride::OnSale,
+        StatusBody::Paused => SaleOverride::Paused,
+        StatusBody::Cancelled => SaleOverride::Cancelled,
+    };
+    let proposal = Proposal {
+        request_id: request_id_for(&headers, &format!("admin.events.patch.{event_id}"))?,
+        body: CommandBody::Inventory(InventoryCommand::SetStatus { event_id, status }),
+    };
+    let applied = ctx.propose(group_id, proposal).await?;
+    match applied.response {
+        Response::Inventory(InventoryResponse::Status {
+            event_id,
+            status,
+            changed_ms,
+        }) => Ok(axum::Json(json!({
+            "event_id": event_id,
+            "status": status_name(status),
+            "changed_at": DateTime::from_timestamp_millis(changed_ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        }))),
+        Response::Inventory(InventoryResponse::Rejected(InventoryRejection::Cancelled)) => {
+            Err(ApiError::conflict(
+                "ALREADY_CANCELLED",
+                format!("event {event_id} is cancelled; its status cannot change"),
+            ))
+        }
+        other => Err(ApiError::internal(format!(
+            "unexpected inventory response {other:?}"
+        ))),
+    }
+}

@@ -1,0 +1,323 @@
+//! The catalog (group 0): the cluster's identity, its nodes, venues, and events with
+//! their placement. Users, API keys and payment methods join it in later issues.
+//!
+//! Keys (inside the machine's domain space): `g` the cluster's bootstrap id,
+//! `n<id>` a node, `v<uuid>` a venue, `e<uuid>` an event. Group ids and per-node
+//! loads are derived from the events, never stored twice.
+
+mod events;
+mod placement;
+mod venues;
+
+pub use events::{Event, NewEvent, QueueSettings, TierSpec};
+pub use placement::{place, NodeRecord};
+pub use venues::{
+    NewVenue, RowSpec, SectionSpec, Venue, MAX_NAME_LEN, MAX_SEATS_PER_ROW, MAX_VENUE_CAPACITY,
+};
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::machine::encode_value;
+use super::{ApplyCtx, Change};
+use crate::codec;
+use crate::error::{Error, Result};
+
+const GENESIS_KEY: &[u8] = b"g";
+const NODE_PREFIX: u8 = b'n';
+const VENUE_PREFIX: u8 = b'v';
+const EVENT_PREFIX: u8 = b'e';
+
+/// Catalog commands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CatalogCommand {
+    /// Records the cluster's bootstrap id and first nodes. Only the first one counts.
+    Genesis {
+        cluster_uuid: Uuid,
+        nodes: Vec<NodeRecord>,
+    },
+    /// Adds a node, or records its new addresses.
+    RegisterNode(NodeRecord),
+    CreateVenue(NewVenue),
+    /// Creates an event, assigns it the next group id and places that group on
+    /// `replication_factor` nodes.
+    CreateEvent {
+        event: NewEvent,
+        replication_factor: usize,
+    },
+}
+
+/// Catalog outcomes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CatalogResponse {
+    Genesis {
+        cluster_uuid: Uuid,
+    },
+    NodeRegistered,
+    VenueCreated {
+        venue_id: Uuid,
+        capacity: u64,
+    },
+    EventCreated {
+        event_id: Uuid,
+        group_id: u64,
+        replicas: Vec<u64>,
+    },
+    Rejected(CatalogRejection),
+}
+
+/// Business refusals (replicated outcomes, not errors of the system).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CatalogRejection {
+    VenueExists(Uuid),
+    EventExists(Uuid),
+    UnknownVenue(Uuid),
+    NotEnoughNodes { have: usize, need: usize },
+    Invalid(String),
+}
+
+/// The catalog's replicated state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Catalog {
+    cluster_uuid: Option<Uuid>,
+    nodes: BTreeMap<u64, NodeRecord>,
+    venues: BTreeMap<Uuid, Venue>,
+    events: BTreeMap<Uuid, Event>,
+    // Derived from `events`:
+    by_group: BTreeMap<u64, Uuid>,
+    load: BTreeMap<u64, usize>,
+}
+
+impl Catalog {
+    pub(super) fn apply(
+        &mut self,
+        cmd: CatalogCommand,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> CatalogResponse {
+        match cmd {
+            CatalogCommand::Genesis {
+                cluster_uuid,
+                nodes,
+            } => {
+                if self.cluster_uuid.is_none() {
+                    self.cluster_uuid = Some(cluster_uuid);
+                    changes.push(Change::Put(
+                        GENESIS_KEY.to_vec(),
+                        encode_value(&cluster_uuid),
+                    ));
+                    for n in nodes {
+                        self.put_node(n, changes);
+                    }
+                }
+                CatalogResponse::Genesis {
+                    cluster_uuid: self.cluster_uuid.unwrap_or(cluster_uuid),
+                }
+            }
+            CatalogCommand::RegisterNode(n) => {
+                if n.node_id == 0 {
+                    return reject(CatalogRejection::Invalid("node id 0 is reserved".into()));
+                }
+                self.put_node(n, changes);
+                CatalogResponse::NodeRegistered
+            }
+            CatalogCommand::CreateVenue(new) => self.create_venue(new, ctx, changes),
+            CatalogCommand::CreateEvent {
+                event,
+                replication_factor,
+            } => self.create_event(event, replication_factor, ctx, changes),
+        }
+    }
+
+    fn put_node(&mut self, n: NodeRecord, changes: &mut Vec<Change>) {
+        changes.push(Change::Put(
+            key(NODE_PREFIX, &n.node_id.to_be_bytes()),
+            encode_value(&n),
+        ));
+        self.nodes.insert(n.node_id, n);
+    }
+
+    fn create_venue(
+        &mut self,
+        new: NewVenue,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> CatalogResponse {
+        if self.venues.contains_key(&new.venue_id) {
+            return reject(CatalogRejection::VenueExists(new.venue_id));
+        }
+        let capacity = match new.validate() {
+            Ok(c) => c,
+            Err(msg) => return reject(CatalogRejection::Invalid(msg)),
+        };
+        let venue = Venue {
+            venue_id: new.venue_id,
+            name: new.name,
+            city: new.city,
+            state: new.state,
+            country: new.country,
+            timezone: new.timezone,
+            sections: new.sections,
+            capacity,
+            created_ms: ctx.now_ms,
+        };
+        changes.push(Change::Put(
+            key(VENUE_PREFIX, venue.venue_id.as_bytes()),
+            encode_value(&venue),
+        ));
+        self.venues.insert(venue.venue_id, venue);
+        CatalogResponse::VenueCreated {
+            venue_id: new.venue_id,
+            capacity,
+        }
+    }
+
+    fn create_event(
+        &mut self,
+        spec: NewEvent,
+        r: usize,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> CatalogResponse {
+        if self.events.contains_key(&spec.event_id) {
+            return reject(CatalogRejection::EventExists(spec.event_id));
+        }
+        let Some(venue) = self.venues.get(&spec.venue_id) else {
+            return reject(CatalogRejection::UnknownVenue(spec.venue_id));
+        };
+        if let Err(msg) = spec.validate().and_then(|()| spec.validate_against(venue)) {
+            return reject(CatalogRejection::Invalid(msg));
+        }
+        let Some(replicas) = place(&self.nodes, &self.load, r) else {
+            return reject(CatalogRejection::NotEnoughNodes {
+                have: self.nodes.len(),
+                need: r,
+            });
+        };
+        let group_id = self.next_group_id();
+        let event = Event {
+            spec,
+            group_id,
+            replicas: replicas.clone(),
+            created_ms: ctx.now_ms,
+        };
+        let event_id = event.spec.event_id;
+        changes.push(Change::Put(
+            key(EVENT_PREFIX, event_id.as_bytes()),
+            encode_value(&event),
+        ));
+        self.index_event(&event);
+        self.events.insert(event_id, event);
+        CatalogResponse::EventCreated {
+            event_id,
+            group_id,
+            replicas,
+        }
+    }
+
+    /// Group ids start at 1 (0 is the catalog) and are never reused.
+    fn next_group_id(&self) -> u64 {
+        self.by_group.keys().next_back().map_or(1, |g| g + 1)
+    }
+
+    fn index_event(&mut self, e: &Event) {
+        self.by_group.insert(e.group_id, e.spec.event_id);
+        for n in &e.replicas {
+            *self.load.entry(*n).or_default() += 1;
+        }
+    }
+
+    pub(super) fn restore(&mut self, k: &[u8], v: &[u8]) -> Result<()> {
+        match k.first() {
+            _ if k == GENESIS_KEY => self.cluster_uuid = Some(codec::decode(v)?),
+            Some(&NODE_PREFIX) => {
+                let n: NodeRecord = codec::decode(v)?;
+                self.nodes.insert(n.node_id, n);
+            }
+            Some(&VENUE_PREFIX) => {
+                let venue: Venue = codec::decode(v)?;
+                self.venues.insert(venue.venue_id, venue);
+            }
+            Some(&EVENT_PREFIX) => {
+                let e: Event = codec::decode(v)?;
+                self.index_event(&e);
+                self.events.insert(e.spec.event_id, e);
+            }
+            _ => return Err(Error::Decode(format!("unknown catalog key {k:?}"))),
+        }
+        Ok(())
+    }
+
+    pub(super) fn dump(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+        if let Some(u) = &self.cluster_uuid {
+            out.push((GENESIS_KEY.to_vec(), encode_value(u)));
+        }
+        for n in self.nodes.values() {
+            out.push((key(NODE_PREFIX, &n.node_id.to_be_bytes()), encode_value(n)));
+        }
+        for v in self.venues.values() {
+            out.push((key(VENUE_PREFIX, v.venue_id.as_bytes()), encode_value(v)));
+        }
+        for e in self.events.values() {
+            out.push((
+                key(EVENT_PREFIX, e.spec.event_id.as_bytes()),
+                encode_value(e),
+            ));
+        }
+    }
+
+    /// The cluster's bootstrap id, once the genesis command is applied.
+    pub fn cluster_uuid(&self) -> Option<Uuid> {
+        self.cluster_uuid
+    }
+
+    /// Nodes the catalog knows, by id.
+    pub fn nodes(&self) -> &BTreeMap<u64, NodeRecord> {
+        &self.nodes
+    }
+
+    pub fn venue(&self, id: &Uuid) -> Option<&Venue> {
+        self.venues.get(id)
+    }
+
+    /// Venues in id order.
+    pub fn venues(&self) -> impl Iterator<Item = &Venue> {
+        self.venues.values()
+    }
+
+    pub fn venue_count(&self) -> usize {
+        self.venues.len()
+    }
+
+    pub fn event(&self, id: &Uuid) -> Option<&Event> {
+        self.events.get(id)
+    }
+
+    /// The event whose inventory a group holds.
+    pub fn event_of_group(&self, group_id: u64) -> Option<&Event> {
+        self.by_group
+            .get(&group_id)
+            .and_then(|id| self.events.get(id))
+    }
+
+    /// Events in id order.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.events.values()
+    }
+}
+
+fn reject(r: CatalogRejection) -> CatalogResponse {
+    CatalogResponse::Rejected(r)
+}
+
+fn key(prefix: u8, id: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(prefix);
+    k.extend_from_slice(id);
+    k
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,369 @@
+//! Catalog machine tests: commands through the group machine, persistence, restore.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::domain::{Command, CommandBody, GroupKind, GroupMachine, Response};
+
+fn venue(id: u128, seats: u32) -> NewVenue {
+    NewVenue {
+        venue_id: Uuid::from_u128(id),
+        name: format!("Hall {id}"),
+        city: "Springfield".into(),
+        state: "IL".into(),
+        country: "US".into(),
+        timezone: "America/Chicago".into(),
+        sections: vec![SectionSpec {
+            name: "Floor".into(),
+            rows: vec![
+                RowSpec {
+                    row: "A".into(),
+                    seats,
+                },
+                RowSpec {
+                    row: "B".into(),
+                    seats,
+                },
+            ],
+        }],
+    }
+}
+
+fn nodes(n: u64) -> Vec<NodeRecord> {
+    (1..=n)
+        .map(|id| NodeRecord {
+            node_id: id,
+            peer_addr: format!("127.0.0.1:{}", 7100 + id),
+            http_addr: format!("127.0.0.1:{}", 7000 + id),
+        })
+        .collect()
+}
+
+fn event(id: u128, venue: u128) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::from_u128(id),
+        name: format!("Show {id}"),
+        artist: "The Band".into(),
+        description: String::new(),
+        category: "Concert".into(),
+        venue_id: Uuid::from_u128(venue),
+        date_ms: 2_000_000,
+        doors_open_ms: Some(1_900_000),
+        on_sale_ms: 1_000_000,
+        presale_start_ms: None,
+        pricing_tiers: vec![TierSpec {
+            tier_id: Uuid::from_u128(id + 1_000_000),
+            name: "Floor".into(),
+            price_cents: 15_000,
+            fees_cents: 2_250,
+            sections: vec!["floor".into()],
+        }],
+        queue: None,
+        image_url: None,
+    }
+}
+
+fn cmd(req: u128, at: i64, body: CatalogCommand) -> Command {
+    Command {
+        request_id: Uuid::from_u128(req),
+        stamped_ms: at,
+        body: CommandBody::Catalog(body),
+    }
+}
+
+/// Applies commands and mirrors the changes into a map, as the storage adapter does.
+fn run(cmds: Vec<Command>) -> (GroupMachine, BTreeMap<Vec<u8>, Vec<u8>>, Vec<Response>) {
+    let mut m = GroupMachine::new(GroupKind::Catalog);
+    let mut disk = BTreeMap::new();
+    let mut out = Vec::new();
+    for (i, c) in cmds.into_iter().enumerate() {
+        let (r, changes) = m.apply(c, i as u64 + 1);
+        for ch in changes {
+            match ch {
+                Change::Put(k, v) => {
+                    disk.insert(k, v);
+                }
+                Change::Delete(k) => {
+                    disk.remove(&k);
+                }
+            }
+        }
+        out.push(r);
+    }
+    (m, disk, out)
+}
+
+#[test]
+fn creates_venues_and_refuses_duplicates_and_bad_input() {
+    let mut bad = venue(3, 10);
+    bad.sections[0].rows[1].row = "A".into();
+    let (m, _, out) = run(vec![
+        cmd(1, 10, CatalogCommand::CreateVenue(venue(1, 30))),
+        cmd(2, 11, CatalogCommand::CreateVenue(venue(1, 5))),
+        cmd(3, 12, CatalogCommand::CreateVenue(bad)),
+    ]);
+    assert_eq!(
+        out[0],
+        Response::Catalog(CatalogResponse::VenueCreated {
+            venue_id: Uuid::from_u128(1),
+            capacity: 60
+        })
+    );
+    assert_eq!(
+        out[1],
+        Response::Catalog(CatalogResponse::Rejected(CatalogRejection::VenueExists(
+            Uuid::from_u128(1)
+        )))
+    );
+    assert!(
+        matches!(&out[2], Response::Catalog(CatalogResponse::Rejected(CatalogRejection::Invalid(m))) if m.contains("appears twice"))
+    );
+    let c = m.catalog().unwrap();
+    assert_eq!(c.venue_count(), 1);
+    assert_eq!(c.venue(&Uuid::from_u128(1)).unwrap().created_ms, 10);
+}
+
+#[test]
+fn a_retried_request_returns_the_first_outcome() {
+    let (m, _, out) = run(vec![
+        cmd(7, 10, CatalogCommand::CreateVenue(venue(1, 30))),
+        cmd(7, 20, CatalogCommand::CreateVenue(venue(1, 30))),
+    ]);
+    assert_eq!(out[0], out[1]);
+    assert!(matches!(
+        out[1],
+        Response::Catalog(CatalogResponse::VenueCreated { .. })
+    ));
+    assert_eq!(m.catalog().unwrap().venue_count(), 1);
+}
+
+#[test]
+fn request_ids_are_forgotten_after_the_window_by_stamped_time() {
+    let later = crate::domain::DEDUP_WINDOW_MS + 100;
+    let (m, disk, _) = run(vec![
+        cmd(7, 10, CatalogCommand::CreateVenue(venue(1, 30))),
+        cmd(8, later, CatalogCommand::CreateVenue(venue(2, 30))),
+    ]);
+    assert_eq!(m.remembered_requests(), 1);
+    assert_eq!(disk.keys().filter(|k| k[0] == b'd').count(), 1);
+}
+
+#[test]
+fn genesis_counts_once_and_time_never_runs_backwards() {
+    let (m, _, out) = run(vec![
+        cmd(
+            1,
+            50,
+            CatalogCommand::Genesis {
+                cluster_uuid: Uuid::from_u128(100),
+                nodes: nodes(3),
+            },
+        ),
+        cmd(
+            2,
+            20,
+            CatalogCommand::Genesis {
+                cluster_uuid: Uuid::from_u128(200),
+                nodes: nodes(5),
+            },
+        ),
+        cmd(3, 30, CatalogCommand::CreateVenue(venue(1, 1))),
+    ]);
+    assert_eq!(
+        out[1],
+        Response::Catalog(CatalogResponse::Genesis {
+            cluster_uuid: Uuid::from_u128(100)
+        })
+    );
+    assert_eq!(
+        m.catalog().unwrap().cluster_uuid(),
+        Some(Uuid::from_u128(100))
+    );
+    assert_eq!(m.clock_ms(), 50);
+    assert_eq!(
+        m.catalog().unwrap().nodes().len(),
+        3,
+        "the second genesis registers nothing"
+    );
+    // The venue created by a command stamped 30 after time 50 is dated 50.
+    assert_eq!(
+        m.catalog()
+            .unwrap()
+            .venue(&Uuid::from_u128(1))
+            .unwrap()
+            .created_ms,
+        50
+    );
+}
+
+#[test]
+fn persisted_changes_and_dump_restore_to_the_same_machine() {
+    let cmds = (0..40u128)
+        .map(|i| {
+            let body = if i % 7 == 0 {
+                CatalogCommand::Genesis {
+                    cluster_uuid: Uuid::from_u128(i),
+                    nodes: nodes(5),
+                }
+            } else if i % 3 == 0 {
+                CatalogCommand::CreateEvent {
+                    event: event(1000 + i % 17, i % 11),
+                    replication_factor: 3,
+                }
+            } else {
+                CatalogCommand::CreateVenue(venue(i % 11, 1 + (i as u32 % 5)))
+            };
+            cmd(i % 13, i as i64 * 100_000, body)
+        })
+        .collect();
+    let (m, disk, _) = run(cmds);
+    let dumped: BTreeMap<_, _> = m.dump().into_iter().collect();
+    assert_eq!(
+        dumped, disk,
+        "changes persisted must equal the machine's full dump"
+    );
+    let restored = GroupMachine::restore(
+        GroupKind::Catalog,
+        disk.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    )
+    .unwrap();
+    assert_eq!(restored, m);
+}
+
+#[test]
+fn validation_bounds() {
+    let mut v = venue(1, MAX_SEATS_PER_ROW + 1);
+    assert!(v.validate().unwrap_err().contains("seats"));
+    v.sections.clear();
+    assert!(v.validate().unwrap_err().contains("sections"));
+    let mut v = venue(1, 10);
+    v.name = " ".into();
+    assert!(v.validate().unwrap_err().contains("name"));
+    assert_eq!(venue(1, 10).validate(), Ok(20));
+}
+
+#[test]
+fn events_get_sequential_groups_and_least_loaded_placement() {
+    let mut cmds = vec![
+        cmd(
+            1,
+            1,
+            CatalogCommand::Genesis {
+                cluster_uuid: Uuid::from_u128(9),
+                nodes: nodes(5),
+            },
+        ),
+        cmd(2, 2, CatalogCommand::CreateVenue(venue(1, 10))),
+    ];
+    for i in 0..4u128 {
+        cmds.push(cmd(
+            10 + i,
+            3,
+            CatalogCommand::CreateEvent {
+                event: event(100 + i, 1),
+                replication_factor: 3,
+            },
+        ));
+    }
+    let (m, _, out) = run(cmds);
+    let created: Vec<(u64, Vec<u64>)> = out[2..]
+        .iter()
+        .map(|r| match r {
+            Response::Catalog(CatalogResponse::EventCreated {
+                group_id, replicas, ..
+            }) => (*group_id, replicas.clone()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        created,
+        vec![
+            (1, vec![1, 2, 3]),
+            (2, vec![4, 5, 1]),
+            (3, vec![2, 3, 4]),
+            (4, vec![5, 1, 2])
+        ]
+    );
+    let c = m.catalog().unwrap();
+    assert_eq!(
+        c.event_of_group(3).unwrap().spec.event_id,
+        Uuid::from_u128(102)
+    );
+}
+
+#[test]
+fn events_are_refused_for_unknown_venues_bad_tiers_and_too_few_nodes() {
+    let mut bad_tier = event(2, 1);
+    bad_tier.pricing_tiers[0].sections = vec!["Balcony".into()];
+    let (_, _, out) = run(vec![
+        cmd(
+            1,
+            1,
+            CatalogCommand::Genesis {
+                cluster_uuid: Uuid::from_u128(9),
+                nodes: nodes(2),
+            },
+        ),
+        cmd(2, 2, CatalogCommand::CreateVenue(venue(1, 10))),
+        cmd(
+            3,
+            3,
+            CatalogCommand::CreateEvent {
+                event: event(1, 7),
+                replication_factor: 1,
+            },
+        ),
+        cmd(
+            4,
+            4,
+            CatalogCommand::CreateEvent {
+                event: bad_tier,
+                replication_factor: 1,
+            },
+        ),
+        cmd(
+            5,
+            5,
+            CatalogCommand::CreateEvent {
+                event: event(3, 1),
+                replication_factor: 3,
+            },
+        ),
+        cmd(
+            6,
+            6,
+            CatalogCommand::CreateEvent {
+                event: event(4, 1),
+                replication_factor: 2,
+            },
+        ),
+        cmd(
+            7,
+            7,
+            CatalogCommand::CreateEvent {
+                event: event(4, 1),
+                replication_factor: 2,
+            },
+        ),
+    ]);
+    let rejection = |r: &Response| match r {
+        Response::Catalog(CatalogResponse::Rejected(x)) => Some(x.clone()),
+        _ => None,
+    };
+    assert_eq!(
+        rejection(&out[2]),
+        Some(CatalogRejection::UnknownVenue(Uuid::from_u128(7)))
+    );
+    assert!(
+        matches!(rejection(&out[3]), Some(CatalogRejection::Invalid(m)) if m.contains("Balcony"))
+    );
+    assert_eq!(
+        rejection(&out[4]),
+        Some(CatalogRejection::NotEnoughNodes { have: 2, need: 3 })
+    );
+    assert_eq!(rejection(&out[5]), None);
+    assert_eq!(
+        rejection(&out[6]),
+        Some(CatalogRejection::EventExists(Uuid::from_u128(4)))
+    );
+}
