@@ -114,6 +114,32 @@ pub struct VenueCreated {
     pub capacity: u64,
 }
 
+/// `201` of event creation.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct EventCreated {
+    pub event_id: String,
+    pub group_id: u64,
+    pub replicas: Vec<u64>,
+    pub leader: Option<u64>,
+}
+
+/// A minimal event body for `POST /v1/admin/events`: one tier over every given
+/// section, on sale now, the show in a month.
+pub fn sample_event(name: &str, venue_id: &str, sections: &[&str]) -> Value {
+    serde_json::json!({
+        "name": name,
+        "artist": "The Test Band",
+        "description": "",
+        "category": "Concert",
+        "venue_id": venue_id,
+        "date": "2030-08-15T19:00:00Z",
+        "doors_open": "2030-08-15T18:00:00Z",
+        "on_sale_date": "2030-06-03T10:00:00Z",
+        "presale_start": "2030-06-01T10:00:00Z",
+        "pricing_tiers": [{"name": "Standard", "price": 150.00, "fees": 22.50, "sections": sections}],
+    })
+}
+
 /// `GET /v1/venues`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct VenueList {
@@ -140,6 +166,7 @@ pub struct NodeView {
 #[derive(Debug, Clone, Deserialize)]
 pub struct GroupView {
     pub group_id: u64,
+    pub event_id: Option<String>,
     pub members: Vec<u64>,
     pub learners: Vec<u64>,
     pub leader: Option<u64>,
@@ -273,6 +300,28 @@ impl Client {
         if let Some(k) = idempotency_key {
             rb = rb.header("idempotency-key", k);
         }
+        Self::parse(rb.send().await?).await
+    }
+
+    /// `POST /v1/admin/events` with a JSON body.
+    pub async fn create_event(&self, body: &Value) -> Result<EventCreated> {
+        let rb = self.admin(
+            self.http
+                .post(format!("{}/v1/admin/events", self.base))
+                .json(body),
+        );
+        Self::parse(rb.send().await?).await
+    }
+
+    /// `PATCH /v1/admin/events/{id}` with a new sale status (`ON_SALE`, `PAUSED`,
+    /// `CANCELLED`).
+    pub async fn set_event_status(&self, event_id: &str, status: &str) -> Result<Value> {
+        let rb = self
+            .admin(
+                self.http
+                    .patch(format!("{}/v1/admin/events/{event_id}", self.base)),
+            )
+            .json(&serde_json::json!({ "status": status }));
         Self::parse(rb.send().await?).await
     }
 

@@ -27,6 +27,7 @@ pub const ADMIN_KEY: &str = "test-admin-key";
 #[derive(Debug, Clone)]
 pub struct ClusterOpts {
     pub nodes: usize,
+    pub replication_factor: usize,
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
@@ -39,6 +40,7 @@ impl Default for ClusterOpts {
     fn default() -> Self {
         Self {
             nodes: 3,
+            replication_factor: 3,
             heartbeat_ms: 100,
             election_timeout_min_ms: 400,
             election_timeout_max_ms: 800,
@@ -157,7 +159,7 @@ impl TestCluster {
         let addrs = free_addrs(opts.nodes * 2)?;
         let mut toml = format!(
             "cluster_name = \"test\"\nreplication_factor = {}\nadmin_key = \"{ADMIN_KEY}\"\n\n",
-            opts.nodes.min(3)
+            opts.replication_factor.min(opts.nodes)
         );
         let mut nodes = Vec::new();
         for i in 0..opts.nodes {
@@ -364,6 +366,47 @@ impl TestCluster {
                 } else {
                     Ok(None)
                 }
+            },
+        )
+        .await
+    }
+
+    /// Waits until the running `members` of `group` agree on a running leader and
+    /// have applied the same index; returns that index.
+    pub async fn wait_group_converged(
+        &self,
+        group: u64,
+        members: &[u64],
+        timeout: Duration,
+    ) -> Result<u64> {
+        let running = self.running();
+        let members: Vec<u64> = members
+            .iter()
+            .copied()
+            .filter(|m| running.contains(m))
+            .collect();
+        wait_for(
+            timeout,
+            &format!("group {group} converged on {members:?}"),
+            || async {
+                let mut seen = BTreeSet::new();
+                for &id in &members {
+                    let Ok(v) = self.view(id).await else {
+                        return Ok(None);
+                    };
+                    let Some(g) = v.group(group) else {
+                        return Ok(None);
+                    };
+                    match (g.leader, g.last_applied) {
+                        (Some(l), Some(a)) if running.contains(&l) => {
+                            seen.insert((l, a));
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+                Ok((seen.len() == 1)
+                    .then(|| seen.first().map(|(_, a)| *a))
+                    .flatten())
             },
         )
         .await
