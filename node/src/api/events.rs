@@ -119,7 +119,7 @@ pub async fn create(
     let proposal = Proposal {
         request_id: request_id_for(&headers, "admin.events")?,
         body: CommandBody::Catalog(CatalogCommand::CreateEvent {
-            event,
+            event: Box::new(event),
             replication_factor: ctx.config.replication_factor,
         }),
     };

@@ -207,7 +207,7 @@ fn persisted_changes_and_dump_restore_to_the_same_machine() {
                 }
             } else if i % 3 == 0 {
                 CatalogCommand::CreateEvent {
-                    event: event(1000 + i % 17, i % 11),
+                    event: Box::new(event(1000 + i % 17, i % 11)),
                     replication_factor: 3,
                 }
             } else {
@@ -260,7 +260,7 @@ fn events_get_sequential_groups_and_least_loaded_placement() {
             10 + i,
             3,
             CatalogCommand::CreateEvent {
-                event: event(100 + i, 1),
+                event: Box::new(event(100 + i, 1)),
                 replication_factor: 3,
             },
         ));
@@ -309,7 +309,7 @@ fn events_are_refused_for_unknown_venues_bad_tiers_and_too_few_nodes() {
             3,
             3,
             CatalogCommand::CreateEvent {
-                event: event(1, 7),
+                event: Box::new(event(1, 7)),
                 replication_factor: 1,
             },
         ),
@@ -317,7 +317,7 @@ fn events_are_refused_for_unknown_venues_bad_tiers_and_too_few_nodes() {
             4,
             4,
             CatalogCommand::CreateEvent {
-                event: bad_tier,
+                event: Box::new(bad_tier),
                 replication_factor: 1,
             },
         ),
@@ -325,7 +325,7 @@ fn events_are_refused_for_unknown_venues_bad_tiers_and_too_few_nodes() {
             5,
             5,
             CatalogCommand::CreateEvent {
-                event: event(3, 1),
+                event: Box::new(event(3, 1)),
                 replication_factor: 3,
             },
         ),
@@ -333,7 +333,7 @@ fn events_are_refused_for_unknown_venues_bad_tiers_and_too_few_nodes() {
             6,
             6,
             CatalogCommand::CreateEvent {
-                event: event(4, 1),
+                event: Box::new(event(4, 1)),
                 replication_factor: 2,
             },
         ),
@@ -341,7 +341,7 @@ fn events_are_refused_for_unknown_venues_bad_tiers_and_too_few_nodes() {
             7,
             7,
             CatalogCommand::CreateEvent {
-                event: event(4, 1),
+                event: Box::new(event(4, 1)),
                 replication_factor: 2,
             },
         ),
