@@ -44,7 +44,7 @@ pub enum CatalogCommand {
     /// Creates an event, assigns it the next group id and places that group on
     /// `replication_factor` nodes.
     CreateEvent {
-        event: NewEvent,
+        event: Box<NewEvent>,
         replication_factor: usize,
     },
 }
@@ -127,7 +127,7 @@ impl Catalog {
             CatalogCommand::CreateEvent {
                 event,
                 replication_factor,
-            } => self.create_event(event, replication_factor, ctx, changes),
+            } => self.create_event(*event, replication_factor, ctx, changes),
         }
     }
 
