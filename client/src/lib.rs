@@ -176,6 +176,8 @@ pub struct GroupView {
     pub last_log_index: Option<u64>,
     pub snapshot_index: Option<u64>,
     pub purged_index: Option<u64>,
+    #[serde(default)]
+    pub quiesced: bool,
 }
 
 impl ClusterView {

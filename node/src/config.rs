@@ -60,6 +60,13 @@ pub struct RaftSettings {
     pub snapshot_logs_since_last: u64,
     /// Log entries kept behind the snapshot (followers that lag less catch up by log).
     pub max_in_snapshot_log_to_keep: u64,
+    /// An event group idle this long quiesces (no heartbeats, ticks or elections
+    /// until the next request); 0 keeps every group awake.
+    pub quiesce_after_ms: u64,
+    /// How often each node probes each peer (the node-level heartbeat).
+    pub liveness_interval_ms: u64,
+    /// A peer silent this long is judged down; the groups it led wake and elect.
+    pub peer_down_after_ms: u64,
 }
 
 impl Default for RaftSettings {
@@ -70,6 +77,9 @@ impl Default for RaftSettings {
             election_timeout_max_ms: 1200,
             snapshot_logs_since_last: 5000,
             max_in_snapshot_log_to_keep: 1000,
+            quiesce_after_ms: 3000,
+            liveness_interval_ms: 500,
+            peer_down_after_ms: 2000,
         }
     }
 }
@@ -168,6 +178,9 @@ impl ClusterConfig {
         }
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
             return bad("raft.election_timeout_max_ms must exceed election_timeout_min_ms".into());
+        }
+        if r.liveness_interval_ms == 0 || r.peer_down_after_ms <= r.liveness_interval_ms {
+            return bad("raft.peer_down_after_ms must exceed raft.liveness_interval_ms > 0".into());
         }
         if r.snapshot_logs_since_last == 0 {
             return bad("raft.snapshot_logs_since_last must be at least 1".into());

@@ -1,6 +1,6 @@
-//! Node-level liveness: one probe per peer every half second (not one per group), so
-//! operators see which nodes are up and, in later work, quiesced groups can rely on
-//! it instead of their own heartbeats. It also notices peers of another cluster.
+//! Node-level liveness: one probe per peer pair every `liveness_interval_ms` (not one
+//! per group), so operators see which nodes are up and quiesced groups rely on it
+//! instead of their own heartbeats. It also notices peers of another cluster.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,23 +9,30 @@ use std::time::{Duration, Instant};
 use crate::config::ClusterConfig;
 use crate::raft::{NodeId, Peers};
 
-/// How long since the last answer before a peer counts as down.
-const DOWN_AFTER: Duration = Duration::from_secs(2);
-const PROBE_EVERY: Duration = Duration::from_millis(500);
-
 /// What this node knows about its peers' liveness.
 #[derive(Clone)]
 pub struct Liveness {
     me: NodeId,
     last_seen: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    /// Probe period.
+    every: Duration,
+    /// Silence after which a peer counts as down.
+    down_after: Duration,
 }
 
 impl Liveness {
-    pub fn new(me: NodeId) -> Self {
+    pub fn new(me: NodeId, every: Duration, down_after: Duration) -> Self {
         Self {
             me,
             last_seen: Arc::default(),
+            every,
+            down_after,
         }
+    }
+
+    /// Whether the node answered recently (this node is always up).
+    pub fn is_up(&self, node: NodeId) -> bool {
+        self.state_of(node) == "up"
     }
 
     /// `up` if the node answered recently (this node is always up), else `down`.
@@ -40,7 +47,7 @@ impl Liveness {
             .get(&node)
             .copied();
         match seen {
-            Some(t) if t.elapsed() < DOWN_AFTER => "up",
+            Some(t) if t.elapsed() < self.down_after => "up",
             _ => "down",
         }
     }
@@ -57,7 +64,8 @@ impl Liveness {
             let probes = config.nodes.iter().filter(|n| n.id != self.me).map(|n| {
                 let peers = peers.clone();
                 let addr = n.peer_addr.to_string();
-                async move { (n.id, peers.hello(n.id, &addr, PROBE_EVERY).await) }
+                let every = self.every;
+                async move { (n.id, peers.hello(n.id, &addr, every).await) }
             });
             for (id, result) in futures::future::join_all(probes).await {
                 let Ok(reply) = result else { continue };
@@ -78,7 +86,7 @@ impl Liveness {
                     }
                 }
             }
-            tokio::time::sleep(PROBE_EVERY).await;
+            tokio::time::sleep(self.every).await;
         }
     }
 }

@@ -46,6 +46,7 @@ pub enum LocalOutcome {
 
 /// Proposes on this node's Raft of `group`; the leader stamps the proposal's time.
 pub async fn propose_local(group: &Group, proposal: Proposal) -> Result<LocalOutcome, RouteError> {
+    group.touch();
     let now_ms = chrono::Utc::now().timestamp_millis();
     match group.raft.client_write(proposal.stamp(now_ms)).await {
         Ok(r) => Ok(LocalOutcome::Applied(Applied {
@@ -65,6 +66,7 @@ pub async fn propose_local(group: &Group, proposal: Proposal) -> Result<LocalOut
 
 /// This node's read index of `group` if it leads it: `Ok(Err(hint))` if it does not.
 pub async fn read_index_local(group: &Group) -> Result<Result<u64, Option<NodeId>>, RouteError> {
+    group.touch();
     match group.raft.ensure_linearizable().await {
         Ok(log_id) => Ok(Ok(log_id.map_or(0, |l| l.index))),
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Ok(Err(f.leader_id)),

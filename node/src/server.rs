@@ -131,7 +131,11 @@ pub async fn run(
                 .and_then(|c| c.cluster_uuid())
         })
     };
-    let liveness = Liveness::new(me);
+    let liveness = Liveness::new(
+        me,
+        Duration::from_millis(config.raft.liveness_interval_ms),
+        Duration::from_millis(config.raft.peer_down_after_ms),
+    );
     let ctx = Arc::new(NodeCtx {
         config: config.clone(),
         me,
@@ -166,6 +170,11 @@ pub async fn run(
     }
     tasks.push(tokio::spawn(catalog_duties(config.clone(), groups.clone())));
     tasks.push(tokio::spawn(crate::placement::reconcile(groups.clone())));
+    tasks.push(tokio::spawn(crate::raft::quiesce::run(
+        groups.clone(),
+        liveness.clone(),
+        Duration::from_millis(config.raft.quiesce_after_ms),
+    )));
     tasks.push(tokio::spawn(liveness.run(
         config.clone(),
         peers.clone(),

@@ -33,6 +33,9 @@ pub struct ClusterOpts {
     pub election_timeout_max_ms: u64,
     pub snapshot_logs_since_last: u64,
     pub max_in_snapshot_log_to_keep: u64,
+    pub quiesce_after_ms: u64,
+    pub liveness_interval_ms: u64,
+    pub peer_down_after_ms: u64,
     pub request_timeout_ms: u64,
 }
 
@@ -46,6 +49,9 @@ impl Default for ClusterOpts {
             election_timeout_max_ms: 800,
             snapshot_logs_since_last: 5000,
             max_in_snapshot_log_to_keep: 1000,
+            quiesce_after_ms: 3000,
+            liveness_interval_ms: 250,
+            peer_down_after_ms: 1000,
             request_timeout_ms: 5000,
         }
     }
@@ -179,12 +185,15 @@ impl TestCluster {
         }
         writeln!(
             toml,
-            "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\n\n[api]\nrequest_timeout_ms = {}",
+            "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nquiesce_after_ms = {}\nliveness_interval_ms = {}\npeer_down_after_ms = {}\n\n[api]\nrequest_timeout_ms = {}",
             opts.heartbeat_ms,
             opts.election_timeout_min_ms,
             opts.election_timeout_max_ms,
             opts.snapshot_logs_since_last,
             opts.max_in_snapshot_log_to_keep,
+            opts.quiesce_after_ms,
+            opts.liveness_interval_ms,
+            opts.peer_down_after_ms,
             opts.request_timeout_ms,
         )?;
         let config_path = dir.path().join("cluster.toml");

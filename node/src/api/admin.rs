@@ -141,6 +141,7 @@ pub async fn cluster(State(ctx): State<AppState>, _admin: Admin) -> impl IntoRes
                 "last_log_index": m.last_log_index,
                 "snapshot_index": m.snapshot.map(|l| l.index),
                 "purged_index": m.purged.map(|l| l.index),
+                "quiesced": g.quiet.is_quiesced(),
             })
         })
         .collect();

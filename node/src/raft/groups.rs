@@ -20,6 +20,8 @@ pub struct Group {
     pub raft: Raft,
     /// The applied state, for local reads.
     pub state: SharedState,
+    /// Activity and quiescence (see [`super::quiesce`]).
+    pub quiet: super::quiesce::Quiet,
 }
 
 /// Registry of the groups running on this node.
@@ -73,7 +75,9 @@ impl Groups {
             kind,
             raft,
             state,
+            quiet: Default::default(),
         });
+        group.touch();
         let mut w = self.groups.write().unwrap_or_else(|p| p.into_inner());
         // A concurrent start of the same group keeps the first one.
         let entry = w.entry(id).or_insert_with(|| group.clone());

@@ -10,6 +10,7 @@ mod bootstrap;
 mod groups;
 mod log_store;
 mod network;
+pub mod quiesce;
 mod service;
 mod state_machine;
 mod store;

@@ -88,6 +88,7 @@ pub struct Catalog {
     // Derived from `events`:
     by_group: BTreeMap<u64, Uuid>,
     load: BTreeMap<u64, usize>,
+    leads: BTreeMap<u64, usize>,
 }
 
 impl Catalog {
@@ -190,7 +191,7 @@ impl Catalog {
         if let Err(msg) = spec.validate().and_then(|()| spec.validate_against(venue)) {
             return reject(CatalogRejection::Invalid(msg));
         }
-        let Some(replicas) = place(&self.nodes, &self.load, r) else {
+        let Some(replicas) = place(&self.nodes, &self.load, &self.leads, r) else {
             return reject(CatalogRejection::NotEnoughNodes {
                 have: self.nodes.len(),
                 need: r,
@@ -226,6 +227,9 @@ impl Catalog {
         self.by_group.insert(e.group_id, e.spec.event_id);
         for n in &e.replicas {
             *self.load.entry(*n).or_default() += 1;
+        }
+        if let Some(first) = e.replicas.first() {
+            *self.leads.entry(*first).or_default() += 1;
         }
     }
 
