@@ -327,6 +327,16 @@ impl Client {
         Self::parse(rb.send().await?).await
     }
 
+    /// `GET /v1/admin/events/{id}?consistency=linearizable|local`.
+    pub async fn event_admin(&self, event_id: &str, consistency: &str) -> Result<Value> {
+        let rb = self.admin(
+            self.http
+                .get(format!("{}/v1/admin/events/{event_id}", self.base))
+                .query(&[("consistency", consistency)]),
+        );
+        Self::parse(rb.send().await?).await
+    }
+
     /// `GET /v1/venues` (this node's local catalog replica).
     pub async fn venues(&self) -> Result<VenueList> {
         Self::parse(

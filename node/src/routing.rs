@@ -10,11 +10,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use boxoffice_proto::peer::{forward_reply, read_index_reply};
+use boxoffice_proto::peer::{forward_reply, query_reply, read_index_reply};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 
 use crate::codec;
-use crate::domain::{Proposal, Response};
+use crate::domain::{Proposal, Query, QueryResult, Response};
 use crate::raft::{Group, GroupId, Groups, NodeId, NodeInfo};
 
 /// A proposal's replicated outcome, the log index it was applied at, and the node
@@ -74,6 +74,34 @@ pub async fn read_index_local(group: &Group) -> Result<Result<u64, Option<NodeId
         Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Ok(Err(None)),
         Err(RaftError::Fatal(e)) => Err(fatal(group.id, e)),
     }
+}
+
+/// A query's result, the applied index it reflects, and the node that served it.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub result: QueryResult,
+    pub applied_index: u64,
+    pub served_by: NodeId,
+}
+
+/// Evaluates a query on this node's applied state of `group`.
+pub fn query_local(group: &Group, query: &Query) -> (QueryResult, u64) {
+    let st = group.state.read();
+    (
+        st.machine.query(query),
+        st.last_applied.map_or(0, |l| l.index),
+    )
+}
+
+/// Waits until this node has applied `index` of `group`.
+pub async fn wait_applied(group: &Group, index: u64, timeout: Duration) -> Result<(), RouteError> {
+    group
+        .raft
+        .wait(Some(timeout))
+        .applied_index_at_least(Some(index), "read index")
+        .await
+        .map(|_| ())
+        .map_err(|_| RouteError::NoLeader { group: group.id })
 }
 
 fn fatal(group: GroupId, e: impl std::fmt::Display) -> RouteError {
@@ -347,13 +375,70 @@ impl Router {
             .get(group_id)
             .ok_or(RouteError::UnknownGroup { group: group_id })?;
         let index = self.read_index(group_id, deadline).await?;
-        let left = deadline.saturating_sub(started.elapsed());
-        group
-            .raft
-            .wait(Some(left))
-            .applied_index_at_least(Some(index), "read index")
-            .await
-            .map(|_| ())
-            .map_err(|_| RouteError::NoLeader { group: group_id })
+        wait_applied(&group, index, deadline.saturating_sub(started.elapsed())).await
+    }
+
+    /// Answers a query on `group`. Linearizable: reflects every write acknowledged
+    /// before the call (read index, then apply up to it; a node outside the group
+    /// asks the leader). Local: the nearest replica's applied state (this node's if
+    /// it replicates the group, else any member's), with the index it reflects.
+    pub async fn query(
+        &self,
+        group_id: GroupId,
+        query: Query,
+        linearizable: bool,
+        deadline: Duration,
+    ) -> Result<Answered, RouteError> {
+        let me = self.me();
+        if let Some(group) = self.groups.get(group_id) {
+            if linearizable {
+                self.catch_up(group_id, deadline).await?;
+            }
+            let (result, applied_index) = query_local(&group, &query);
+            return Ok(Answered {
+                result,
+                applied_index,
+                served_by: me,
+            });
+        }
+        let encoded = codec::encode(&query).map_err(|e| fatal(group_id, e))?;
+        let peers = self.groups.peers().clone();
+        self.route(group_id, deadline, |target, _local, left| {
+            let peers = peers.clone();
+            let encoded = encoded.clone();
+            let addr = self.addr_of(target);
+            async move {
+                let Some(addr) = addr else {
+                    return Ok(Step::Failed);
+                };
+                match peers
+                    .query(target, &addr, group_id, linearizable, encoded, left)
+                    .await
+                {
+                    Ok(reply) => match reply.outcome {
+                        Some(query_reply::Outcome::Result(bytes)) => {
+                            let (result, applied_index): (QueryResult, u64) = codec::decode(&bytes)
+                                .map_err(|e| {
+                                    fatal(
+                                        group_id,
+                                        format!("bad query reply from node {target}: {e}"),
+                                    )
+                                })?;
+                            Ok(Step::Done(Answered {
+                                result,
+                                applied_index,
+                                served_by: target,
+                            }))
+                        }
+                        Some(query_reply::Outcome::NotLeader(nl)) => {
+                            Ok(Step::NotLeader(Some(nl.leader_id).filter(|h| *h != 0)))
+                        }
+                        None => Ok(Step::Failed),
+                    },
+                    Err(_) => Ok(Step::Failed),
+                }
+            }
+        })
+        .await
     }
 }

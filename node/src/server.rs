@@ -51,6 +51,16 @@ impl NodeCtx {
             .map_err(|_| RouteError::NoLeader { group })
     }
 
+    /// Runs `f` on the local catalog replica (`None` if it is not running yet).
+    pub fn with_catalog<T>(
+        &self,
+        f: impl FnOnce(&crate::domain::catalog::Catalog) -> T,
+    ) -> Option<T> {
+        let g = self.groups.get(GroupId::CATALOG)?;
+        let st = g.state.read();
+        st.machine.catalog().map(f)
+    }
+
     /// The group of an event, from the local catalog; if this replica does not have
     /// it yet, after catching up to the catalog leader's read index (an event just
     /// created through another node is found).

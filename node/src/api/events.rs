@@ -16,10 +16,10 @@ use crate::domain::catalog::{
     CatalogCommand, CatalogRejection, CatalogResponse, NewEvent, QueueSettings, TierSpec,
 };
 use crate::domain::inventory::{
-    InventoryCommand, InventoryRejection, InventoryResponse, SaleOverride,
+    InventoryCommand, InventoryQuery, InventoryRejection, InventoryResponse, SaleOverride,
 };
 use crate::domain::money::cents_from_decimal;
-use crate::domain::{CommandBody, Proposal, Response};
+use crate::domain::{CommandBody, Proposal, Query, QueryResult, Response};
 use crate::raft::GroupId;
 
 /// `POST /v1/admin/events` body (api-extensions.md).
@@ -248,4 +248,69 @@ pub async fn patch(
             "unexpected inventory response {other:?}"
         ))),
     }
+}
+
+/// `?consistency=` of event reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Consistency {
+    /// Reflects every write acknowledged before the read (the leader's read index).
+    #[default]
+    Linearizable,
+    /// The nearest replica's applied state, with the index it reflects.
+    Local,
+}
+
+/// `GET /v1/admin/events/{event_id}`: the catalog's record of an event and its
+/// group's sale status, read at the requested consistency.
+pub async fn get(
+    State(ctx): State<AppState>,
+    _admin: Admin,
+    Path(event_id): Path<Uuid>,
+    super::extract::Query(params): super::extract::Query<ReadParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    let group_id = ctx.event_group(&event_id).await?;
+    let (name, replicas) = ctx
+        .with_catalog(|c| {
+            c.event(&event_id)
+                .map(|e| (e.spec.name.clone(), e.replicas.clone()))
+        })
+        .flatten()
+        .ok_or_else(|| ApiError::not_found(format!("event {event_id} not found")))?;
+    let linearizable = params.consistency == Consistency::Linearizable;
+    let answer = ctx
+        .router
+        .query(
+            group_id,
+            Query::Inventory(InventoryQuery::Status),
+            linearizable,
+            ctx.deadline(),
+        )
+        .await?;
+    let QueryResult::Inventory(view) = answer.result else {
+        return Err(ApiError::internal(format!(
+            "group {group_id} does not hold an inventory"
+        )));
+    };
+    Ok(axum::Json(json!({
+        "event_id": event_id,
+        "name": name,
+        "group_id": group_id.0,
+        "replicas": replicas,
+        "status": status_name(view.status),
+        "status_changed_at": (view.changed_ms != 0)
+            .then(|| DateTime::from_timestamp_millis(view.changed_ms))
+            .flatten()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        "consistency": if linearizable { "linearizable" } else { "local" },
+        "applied_index": answer.applied_index,
+        "served_by": answer.served_by,
+    })))
 }

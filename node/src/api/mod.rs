@@ -38,7 +38,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/cluster", get(admin::cluster))
         .route("/v1/admin/venues", post(admin::create_venue))
         .route("/v1/admin/events", post(events::create))
-        .route("/v1/admin/events/{event_id}", patch(events::patch))
+        .route(
+            "/v1/admin/events/{event_id}",
+            patch(events::patch).get(events::get),
+        )
         .route("/v1/venues", get(venues::list))
         .route("/v1/venues/{venue_id}", get(venues::get))
         .fallback(unknown_route)

@@ -36,6 +36,21 @@ pub enum InventoryCommand {
     },
 }
 
+/// Reads of an event's inventory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum InventoryQuery {
+    /// Which event the group serves and its sale status.
+    Status,
+}
+
+/// The event and sale status a group holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryView {
+    pub event_id: Option<Uuid>,
+    pub status: SaleOverride,
+    pub changed_ms: i64,
+}
+
 /// Inventory outcomes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum InventoryResponse {
@@ -156,6 +171,16 @@ impl Inventory {
         }
         if self.status.changed_ms != 0 || self.status.status != SaleOverride::Scheduled {
             out.push((STATUS_KEY.to_vec(), encode_value(&self.status)));
+        }
+    }
+
+    pub(super) fn query(&self, q: &InventoryQuery) -> InventoryView {
+        match q {
+            InventoryQuery::Status => InventoryView {
+                event_id: self.event_id,
+                status: self.status.status,
+                changed_ms: self.status.changed_ms,
+            },
         }
     }
 

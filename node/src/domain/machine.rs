@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::catalog::Catalog;
 use super::dedup::Dedup;
 use super::inventory::Inventory;
-use super::{ApplyCtx, Change, Command, CommandBody, Response};
+use super::{ApplyCtx, Change, Command, CommandBody, Query, QueryResult, Response};
 use crate::codec;
 use crate::error::{Error, Result};
 
@@ -83,6 +83,14 @@ impl GroupMachine {
         self.dedup
             .remember(cmd.request_id, ctx.now_ms, response.clone(), &mut changes);
         (response, changes)
+    }
+
+    /// Evaluates a read on the applied state.
+    pub fn query(&self, q: &Query) -> QueryResult {
+        match (&self.domain, q) {
+            (Domain::Inventory(i), Query::Inventory(q)) => QueryResult::Inventory(i.query(q)),
+            _ => QueryResult::WrongGroup,
+        }
     }
 
     /// Rebuilds a machine from its persisted key-values (any order).

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use catalog::{CatalogCommand, CatalogResponse};
-use inventory::{InventoryCommand, InventoryResponse};
+use inventory::{InventoryCommand, InventoryQuery, InventoryResponse, InventoryView};
 
 /// Where and when a command is applied: its log index and its leader-stamped time
 /// (never earlier than any time the machine has seen before).
@@ -74,6 +74,20 @@ pub struct Command {
 pub enum CommandBody {
     Catalog(CatalogCommand),
     Inventory(InventoryCommand),
+}
+
+/// A read of a group's state, evaluated on a replica's applied state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Query {
+    Inventory(InventoryQuery),
+}
+
+/// What a [`Query`] returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum QueryResult {
+    Inventory(InventoryView),
+    /// The query was addressed to a group of another kind (a routing bug).
+    WrongGroup,
 }
 
 /// The replicated outcome of a command.

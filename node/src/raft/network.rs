@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use boxoffice_proto::peer::{
-    ForwardReply, ForwardRequest, HelloReply, HelloRequest, RaftReply, RaftRequest, ReadIndexReply,
-    ReadIndexRequest,
+    ForwardReply, ForwardRequest, HelloReply, HelloRequest, QueryReply, QueryRequest, RaftReply,
+    RaftRequest, ReadIndexReply, ReadIndexRequest,
 };
 use boxoffice_proto::PeerClient;
 use openraft::error::{
@@ -160,6 +160,32 @@ impl Peers {
         });
         req.set_timeout(timeout);
         Ok(within(timeout, client.read_index(req)).await?.into_inner())
+    }
+}
+
+impl Peers {
+    /// Sends an encoded query to `node` (see `QueryRequest` in the proto).
+    pub async fn query(
+        &self,
+        node: NodeId,
+        addr: &str,
+        group: GroupId,
+        linearizable: bool,
+        query: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<QueryReply, tonic::Status> {
+        let mut client = self
+            .client(node, addr)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut req = tonic::Request::new(QueryRequest {
+            cluster: self.inner.cluster.clone(),
+            group_id: group.0,
+            from: self.inner.me,
+            linearizable,
+            query,
+        });
+        req.set_timeout(timeout);
+        Ok(within(timeout, client.query(req)).await?.into_inner())
     }
 }
 

@@ -3,8 +3,9 @@
 //! and identity/liveness probes.
 
 use boxoffice_proto::peer::{
-    forward_reply::Outcome, read_index_reply, ForwardReply, ForwardRequest, HelloReply,
-    HelloRequest, NotLeader, RaftReply, RaftRequest, ReadIndexReply, ReadIndexRequest,
+    forward_reply::Outcome, query_reply, read_index_reply, ForwardReply, ForwardRequest,
+    HelloReply, HelloRequest, NotLeader, QueryReply, QueryRequest, RaftReply, RaftRequest,
+    ReadIndexReply, ReadIndexRequest,
 };
 use boxoffice_proto::Peer;
 use serde::Serialize;
@@ -13,8 +14,10 @@ use tonic::{Request, Response, Status};
 use super::groups::{Group, Groups};
 use super::types::GroupId;
 use crate::codec;
-use crate::domain::Proposal;
-use crate::routing::{propose_local, read_index_local, LocalOutcome, RouteError};
+use crate::domain::{Proposal, Query};
+use crate::routing::{
+    propose_local, query_local, read_index_local, wait_applied, LocalOutcome, RouteError,
+};
 
 /// Serves peers' requests against this node's groups.
 pub struct PeerService {
@@ -128,6 +131,36 @@ impl Peer for PeerService {
         };
         Ok(Response::new(ReadIndexReply {
             outcome: Some(outcome),
+        }))
+    }
+
+    async fn query(&self, req: Request<QueryRequest>) -> Result<Response<QueryReply>, Status> {
+        // The requester bounds the call on its side; this bounds our own wait for
+        // the apply to reach the read index, should the requester be gone.
+        let timeout = std::time::Duration::from_secs(10);
+        let req = req.into_inner();
+        let group = self.group(&req.cluster, req.group_id)?;
+        let query: Query = decode(&req.query)?;
+        group.touch();
+        if req.linearizable {
+            match read_index_local(&group).await {
+                Ok(Ok(index)) => wait_applied(&group, index, timeout)
+                    .await
+                    .map_err(|e| Status::unavailable(e.to_string()))?,
+                Ok(Err(hint)) => {
+                    return Ok(Response::new(QueryReply {
+                        outcome: Some(query_reply::Outcome::NotLeader(NotLeader {
+                            leader_id: hint.unwrap_or(0),
+                        })),
+                    }))
+                }
+                Err(e) => return Err(Status::internal(e.to_string())),
+            }
+        }
+        let answer = query_local(&group, &query);
+        let bytes = codec::encode(&answer).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(QueryReply {
+            outcome: Some(query_reply::Outcome::Result(bytes)),
         }))
     }
 
