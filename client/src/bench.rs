@@ -1,36 +1,31 @@
-//! The load generator behind `boxoffice bench`. Today: `catalog`, concurrent venue
-//! creation through every node (the catalog group's write path: forward, replicate,
-//! fsync, apply). Later issues add `holds`, `mixed`, `overload`, `queue`, `onsale`.
+//! The load generator behind `boxoffice bench`:
+//! - `catalog`: concurrent venue creation through every node (the catalog group's
+//!   write path: forward, replicate, fsync, apply);
+//! - `events`: creating many events (catalog write + placement + the new group's
+//!   first write);
+//! - `groups`: status writes spread over G event groups, to compare one group with
+//!   many under the same client load.
+//! Later issues add `holds`, `mixed`, `overload`, `queue`, `onsale`.
 //!
-//! Closed loop: W writers each send one request at a time, spread round-robin over
-//! the nodes. Latencies go into an HDR histogram; the generator reports its own CPU
-//! time so a saturated generator is visible. At the end every acknowledged venue is
-//! checked on every node.
+//! Closed loop: W writers each send one request at a time, spread over the nodes.
+//! Latencies go into an HDR histogram; the generator reports its own CPU time so a
+//! saturated generator is visible.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{Client, NewVenue};
+use crate::{sample_event, Client, NewVenue};
 
-/// Options of `boxoffice bench catalog`.
-#[derive(Debug, Clone)]
-pub struct CatalogOpts {
-    pub urls: Vec<String>,
-    pub admin_key: String,
-    /// Concurrency levels to run, one after the other.
-    pub writers: Vec<usize>,
-    pub duration: Duration,
-    pub progress: bool,
-}
-
-/// One concurrency level's outcome.
+/// One run's outcome.
 #[derive(Debug, Clone)]
 pub struct LevelResult {
+    pub label: String,
     pub writers: usize,
     pub ok: u64,
     pub errors: u64,
@@ -39,7 +34,7 @@ pub struct LevelResult {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
-    /// CPU seconds the generator itself used during the level.
+    /// CPU seconds the generator itself used during the run.
     pub generator_cpu_s: f64,
 }
 
@@ -63,106 +58,262 @@ pub fn process_cpu_seconds() -> f64 {
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
-/// Runs the catalog write benchmark; returns one result per level and the number of
-/// acknowledged venues verified on every node.
-pub async fn catalog(opts: &CatalogOpts) -> anyhow::Result<(Vec<LevelResult>, usize)> {
-    anyhow::ensure!(!opts.urls.is_empty(), "no node URLs");
+/// Clients of every node, sharing one connection pool.
+pub fn clients(urls: &[String], admin_key: &str) -> anyhow::Result<Arc<Vec<Client>>> {
+    anyhow::ensure!(!urls.is_empty(), "no node URLs");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
         .build()?;
-    let clients: Arc<Vec<Client>> = Arc::new(
-        opts.urls
-            .iter()
-            .map(|u| {
-                Client::with_http(http.clone(), u.clone()).with_admin_key(opts.admin_key.clone())
-            })
+    Ok(Arc::new(
+        urls.iter()
+            .map(|u| Client::with_http(http.clone(), u.clone()).with_admin_key(admin_key))
             .collect(),
-    );
-    let acked = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
-    let mut results = Vec::new();
-    for &writers in &opts.writers {
-        let bar = if opts.progress {
-            let b = ProgressBar::new(opts.duration.as_secs().max(1));
-            b.set_style(
-                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len}s {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            b.set_prefix(format!("{writers} writers"));
-            Some(b)
-        } else {
-            None
-        };
-        let done = Arc::new(AtomicU64::new(0));
-        let cpu0 = process_cpu_seconds();
-        let started = Instant::now();
-        let deadline = started + opts.duration;
-        let tasks: Vec<_> = (0..writers)
-            .map(|w| {
-                let clients = clients.clone();
-                let acked = acked.clone();
-                let done = done.clone();
-                tokio::spawn(async move {
-                    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                        .expect("histogram bounds");
-                    let mut errors = 0u64;
-                    let mut i = w;
-                    while Instant::now() < deadline {
-                        let client = &clients[i % clients.len()];
-                        i += 1;
-                        let venue = NewVenue::sample(&format!("bench-{w}-{i}"), 2, 10);
-                        let t = Instant::now();
-                        match client.create_venue(&venue, None).await {
-                            Ok(created) => {
-                                let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
-                                acked
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .insert(created.venue_id);
-                                done.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(_) => errors += 1,
-                        }
-                    }
-                    (hist, errors)
-                })
-            })
-            .collect();
-        if let Some(b) = &bar {
-            while Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                b.set_position(started.elapsed().as_secs().min(opts.duration.as_secs()));
-                b.set_message(format!("{} ok", done.load(Ordering::Relaxed)));
+    ))
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
+}
+
+/// How a run ends: after a duration, or after a number of successful operations.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop {
+    After(Duration),
+    Count(u64),
+}
+
+/// Runs `writers` closed-loop workers until `stop`; `op(worker, i)` performs one
+/// operation and says whether it succeeded.
+pub async fn closed_loop<F, Fut>(
+    label: &str,
+    writers: usize,
+    stop: Stop,
+    progress: bool,
+    op: F,
+) -> anyhow::Result<LevelResult>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let issued = Arc::new(AtomicU64::new(0));
+    let cpu0 = process_cpu_seconds();
+    let started = Instant::now();
+    let finished = {
+        let (done, issued) = (done.clone(), issued.clone());
+        move |count_issue: bool| match stop {
+            Stop::After(d) => started.elapsed() >= d,
+            Stop::Count(n) => {
+                if count_issue {
+                    issued.fetch_add(1, Ordering::Relaxed) >= n
+                } else {
+                    done.load(Ordering::Relaxed) >= n
+                }
             }
         }
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-        let mut errors = 0;
-        for t in tasks {
-            let (h, e) = t.await?;
-            hist.add(h)?;
-            errors += e;
+    };
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (op, done, finished) = (op.clone(), done.clone(), finished.clone());
+            tokio::spawn(async move {
+                let mut hist = histogram();
+                let mut errors = 0u64;
+                let mut i = 0u64;
+                while !finished(true) {
+                    let t = Instant::now();
+                    if op(w, i).await {
+                        let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+                        done.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        errors += 1;
+                    }
+                    i += 1;
+                }
+                (hist, errors)
+            })
+        })
+        .collect();
+    let bar = progress.then(|| {
+        let (len, unit) = match stop {
+            Stop::After(d) => (d.as_secs().max(1), "s"),
+            Stop::Count(n) => (n, " ops"),
+        };
+        let b = ProgressBar::new(len);
+        b.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{prefix:>14}} [{{bar:30}}] {{pos}}/{{len}}{unit} {{msg}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_prefix(label.to_string());
+        b
+    });
+    if let Some(b) = &bar {
+        while !tasks.iter().all(|t| t.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let ok = done.load(Ordering::Relaxed);
+            match stop {
+                Stop::After(_) => b.set_position(started.elapsed().as_secs()),
+                Stop::Count(_) => b.set_position(ok),
+            }
+            b.set_message(format!("{ok} ok"));
         }
-        let elapsed = started.elapsed();
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        let ms = |us: u64| us as f64 / 1000.0;
-        results.push(LevelResult {
-            writers,
-            ok: hist.len(),
-            errors,
-            elapsed,
-            p50_ms: ms(hist.value_at_quantile(0.5)),
-            p99_ms: ms(hist.value_at_quantile(0.99)),
-            p999_ms: ms(hist.value_at_quantile(0.999)),
-            max_ms: ms(hist.max()),
-            generator_cpu_s: process_cpu_seconds() - cpu0,
-        });
+    }
+    let mut hist = histogram();
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await?;
+        hist.add(h)?;
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    Ok(LevelResult {
+        label: label.to_string(),
+        writers,
+        ok: hist.len(),
+        errors,
+        elapsed,
+        p50_ms: ms(hist.value_at_quantile(0.5)),
+        p99_ms: ms(hist.value_at_quantile(0.99)),
+        p999_ms: ms(hist.value_at_quantile(0.999)),
+        max_ms: ms(hist.max()),
+        generator_cpu_s: process_cpu_seconds() - cpu0,
+    })
+}
+
+/// `bench catalog`: venue creation at each concurrency level; then every
+/// acknowledged venue is checked on every node. Returns the results and the number
+/// of venues verified.
+pub async fn catalog(
+    urls: &[String],
+    admin_key: &str,
+    levels: &[usize],
+    duration: Duration,
+    progress: bool,
+) -> anyhow::Result<(Vec<LevelResult>, usize)> {
+    let clients = clients(urls, admin_key)?;
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut results = Vec::new();
+    for &writers in levels {
+        let (clients, acked) = (clients.clone(), acked.clone());
+        let op = move |w: usize, i: u64| {
+            let (clients, acked) = (clients.clone(), acked.clone());
+            async move {
+                let client = &clients[(w + i as usize) % clients.len()];
+                let venue = NewVenue::sample(&format!("bench-{w}-{i}"), 2, 10);
+                match client.create_venue(&venue, None).await {
+                    Ok(created) => {
+                        acked
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(created.venue_id);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        };
+        let label = format!("{writers} writers");
+        results.push(closed_loop(&label, writers, Stop::After(duration), progress, op).await?);
     }
     let acked: BTreeSet<String> = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
     verify_everywhere(&clients, &acked).await?;
     Ok((results, acked.len()))
+}
+
+/// Creates a venue with one section to hang events on.
+async fn bench_venue(client: &Client) -> anyhow::Result<String> {
+    Ok(client
+        .create_venue(&NewVenue::sample("bench arena", 4, 25), None)
+        .await?
+        .venue_id)
+}
+
+/// `bench events`: creates `count` events through every node, `concurrency` at a
+/// time. Returns the run and the created event ids.
+pub async fn events(
+    urls: &[String],
+    admin_key: &str,
+    count: u64,
+    concurrency: usize,
+    progress: bool,
+) -> anyhow::Result<(LevelResult, Vec<String>)> {
+    let clients = clients(urls, admin_key)?;
+    let venue = bench_venue(&clients[0]).await?;
+    let created = Arc::new(Mutex::new(Vec::new()));
+    let op = {
+        let (clients, created) = (clients.clone(), created.clone());
+        move |w: usize, i: u64| {
+            let (clients, created, venue) = (clients.clone(), created.clone(), venue.clone());
+            async move {
+                let client = &clients[(w + i as usize) % clients.len()];
+                match client
+                    .create_event(&sample_event(&format!("bench {w}-{i}"), &venue, &["Floor"]))
+                    .await
+                {
+                    Ok(e) => {
+                        created
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(e.event_id);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        }
+    };
+    let label = format!("{count} events");
+    let result = closed_loop(&label, concurrency, Stop::Count(count), progress, op).await?;
+    let ids = created.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok((result, ids))
+}
+
+/// `bench groups`: for each G in `spreads`, `writers` closed-loop writers change the
+/// sale status of random events among G (through random nodes) for `duration`.
+pub async fn groups(
+    urls: &[String],
+    admin_key: &str,
+    spreads: &[usize],
+    writers: usize,
+    duration: Duration,
+    progress: bool,
+) -> anyhow::Result<Vec<LevelResult>> {
+    let max = spreads.iter().copied().max().unwrap_or(1) as u64;
+    let (_, events) = events(urls, admin_key, max, 8, progress).await?;
+    anyhow::ensure!(
+        events.len() as u64 >= max,
+        "created only {} of {max} events",
+        events.len()
+    );
+    let clients = clients(urls, admin_key)?;
+    let mut results = Vec::new();
+    for &g in spreads {
+        let targets: Arc<Vec<String>> = Arc::new(events[..g].to_vec());
+        let clients = clients.clone();
+        let op = move |w: usize, i: u64| {
+            let (clients, targets) = (clients.clone(), targets.clone());
+            async move {
+                // A cheap deterministic spread over nodes and events.
+                let k = (w as u64)
+                    .wrapping_mul(7919)
+                    .wrapping_add(i.wrapping_mul(104_729));
+                let client = &clients[(k % clients.len() as u64) as usize];
+                let event = &targets[(k / 3 % targets.len() as u64) as usize];
+                let status = if i % 2 == 0 { "PAUSED" } else { "ON_SALE" };
+                client.set_event_status(event, status).await.is_ok()
+            }
+        };
+        let label = format!("{g} group{}", if g == 1 { "" } else { "s" });
+        results.push(closed_loop(&label, writers, Stop::After(duration), progress, op).await?);
+    }
+    Ok(results)
 }
 
 /// Waits (up to 30 s) until every node's local catalog holds every acknowledged venue.
@@ -194,11 +345,12 @@ async fn verify_everywhere(clients: &[Client], acked: &BTreeSet<String>) -> anyh
 /// The results as a Markdown table.
 pub fn table(results: &[LevelResult]) -> String {
     let mut out = String::from(
-        "| writers | ok | errors | writes/s | p50 ms | p99 ms | p99.9 ms | max ms | generator CPU |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| run | writers | ok | errors | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | generator CPU |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0}% |\n",
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0}% |\n",
+            r.label,
             r.writers,
             r.ok,
             r.errors,

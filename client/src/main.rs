@@ -62,6 +62,29 @@ enum BenchCmd {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Create many events (catalog write, placement, the group's first write).
+    Events {
+        #[arg(long, value_delimiter = ',')]
+        urls: Vec<String>,
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        /// Events created at a time.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Status writes over 1 event group versus many, under the same client load.
+    Groups {
+        #[arg(long, value_delimiter = ',')]
+        urls: Vec<String>,
+        /// Numbers of groups to spread the writes over, run one after the other.
+        #[arg(long, value_delimiter = ',', default_value = "1,100")]
+        groups: Vec<usize>,
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 #[tokio::main]
@@ -113,28 +136,70 @@ async fn main() -> anyhow::Result<()> {
             writers,
             seconds,
         }) => {
-            let urls = if urls.is_empty() {
-                vec![cli.url.clone()]
-            } else {
-                urls.clone()
-            };
-            let opts = bench::CatalogOpts {
-                urls,
-                admin_key: admin_key()?,
-                writers: writers.clone(),
-                duration: Duration::from_secs(*seconds),
-                progress: true,
-            };
-            let (results, verified) = bench::catalog(&opts).await?;
+            let urls = or_default(urls, &cli.url);
+            let (results, verified) = bench::catalog(
+                &urls,
+                &admin_key()?,
+                writers,
+                Duration::from_secs(*seconds),
+                true,
+            )
+            .await?;
             println!(
                 "catalog writes (venue creation) against {}",
-                opts.urls.join(", ")
+                urls.join(", ")
             );
             print!("{}", bench::table(&results));
             println!("correctness: all {verified} acknowledged venues present on every node");
         }
+        Cmd::Bench(BenchCmd::Events {
+            urls,
+            count,
+            concurrency,
+        }) => {
+            let urls = or_default(urls, &cli.url);
+            let (result, ids) =
+                bench::events(&urls, &admin_key()?, *count, *concurrency, true).await?;
+            println!("event creation against {}", urls.join(", "));
+            print!("{}", bench::table(std::slice::from_ref(&result)));
+            println!(
+                "{} events created in {:.1} s",
+                ids.len(),
+                result.elapsed.as_secs_f64()
+            );
+        }
+        Cmd::Bench(BenchCmd::Groups {
+            urls,
+            groups,
+            writers,
+            seconds,
+        }) => {
+            let urls = or_default(urls, &cli.url);
+            let results = bench::groups(
+                &urls,
+                &admin_key()?,
+                groups,
+                *writers,
+                Duration::from_secs(*seconds),
+                true,
+            )
+            .await?;
+            println!(
+                "event-group writes (sale status) against {}",
+                urls.join(", ")
+            );
+            print!("{}", bench::table(&results));
+        }
     }
     Ok(())
+}
+
+fn or_default(urls: &[String], url: &str) -> Vec<String> {
+    if urls.is_empty() {
+        vec![url.to_string()]
+    } else {
+        urls.to_vec()
+    }
 }
 
 fn print_json(v: &serde_json::Value) {

@@ -72,7 +72,7 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 100,
+            heartbeat_ms: 150,
             election_timeout_min_ms: 600,
             election_timeout_max_ms: 1200,
             snapshot_logs_since_last: 5000,

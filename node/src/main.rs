@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Print the cluster file's nodes, one per line: id, REST address, peer address,
-    /// data dir (tab-separated), then `run_dir` on a line of its own (for scripts).
+    /// data dir (tab-separated), then `run_dir` and `admin_key` lines (for scripts).
     Nodes,
 }
 
@@ -70,6 +70,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             "run_dir\t{}",
             config.base_dir.join(&config.run_dir).display()
         )?;
+        writeln!(out, "admin_key\t{}", config.admin_key)?;
         return Ok(());
     }
     let id = cli.id.ok_or_else(|| {

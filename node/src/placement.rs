@@ -21,15 +21,38 @@ use crate::raft::{GroupId, Groups, NodeId, NodeInfo};
 /// How long a non-first replica waits for the first one before initializing too.
 const FALLBACK_INIT_AFTER: Duration = Duration::from_secs(3);
 
-/// A group this node should run, as the catalog says.
-struct Wanted {
-    group: GroupId,
-    members: BTreeMap<NodeId, NodeInfo>,
-    replicas: usize,
-    first: NodeId,
+/// The membership the catalog placed a group on, if this node is among it: the
+/// members with their addresses and the first replica. `None` if the group is not
+/// placed here or a member's address is unknown.
+fn placed_here(groups: &Groups, group: GroupId) -> Option<(BTreeMap<NodeId, NodeInfo>, NodeId)> {
+    let me = groups.peers().me();
+    let catalog = groups.get(GroupId::CATALOG)?;
+    let st = catalog.state.read();
+    let c = st.machine.catalog()?;
+    let e = c.event_of_group(group.0)?;
+    if !e.replicas.contains(&me) {
+        return None;
+    }
+    let members: BTreeMap<NodeId, NodeInfo> = e
+        .replicas
+        .iter()
+        .filter_map(|id| {
+            c.nodes().get(id).map(|n| {
+                (
+                    *id,
+                    NodeInfo {
+                        peer_addr: n.peer_addr.clone(),
+                        http_addr: n.http_addr.clone(),
+                    },
+                )
+            })
+        })
+        .collect();
+    (members.len() == e.replicas.len()).then_some((members, e.replicas[0]))
 }
 
-fn wanted(groups: &Groups) -> Vec<Wanted> {
+/// Event groups the catalog places on this node that are not running yet.
+fn missing(groups: &Groups) -> Vec<GroupId> {
     let me = groups.peers().me();
     let Some(catalog) = groups.get(GroupId::CATALOG) else {
         return Vec::new();
@@ -40,88 +63,85 @@ fn wanted(groups: &Groups) -> Vec<Wanted> {
     };
     c.events()
         .filter(|e| e.replicas.contains(&me))
-        .map(|e| Wanted {
-            group: GroupId(e.group_id),
-            members: e
-                .replicas
-                .iter()
-                .filter_map(|id| {
-                    c.nodes().get(id).map(|n| {
-                        (
-                            *id,
-                            NodeInfo {
-                                peer_addr: n.peer_addr.clone(),
-                                http_addr: n.http_addr.clone(),
-                            },
-                        )
-                    })
-                })
-                .collect(),
-            replicas: e.replicas.len(),
-            first: e.replicas[0],
-        })
+        .map(|e| GroupId(e.group_id))
+        .filter(|g| groups.get(*g).is_none())
         .collect()
 }
 
-/// Runs forever (the server aborts it at shutdown): wakes on catalog changes and
-/// starts, then initializes, the groups placed here.
+/// Starts a group placed here; true if its storage was pristine.
+pub async fn start_placed(groups: &Groups, group: GroupId) -> Option<bool> {
+    if let Some(_running) = groups.get(group) {
+        return Some(false);
+    }
+    placed_here(groups, group)?;
+    let fresh = match groups.store().group_has_state(group) {
+        Ok(has) => !has,
+        Err(e) => {
+            tracing::error!(%group, "cannot read group state: {e}");
+            return None;
+        }
+    };
+    match groups.start(group, GroupKind::Inventory).await {
+        Ok(_) => {
+            tracing::debug!(%group, "started event group");
+            Some(fresh)
+        }
+        Err(e) => {
+            tracing::error!(%group, "cannot start group: {e}");
+            None
+        }
+    }
+}
+
+/// Runs forever (the server aborts it at shutdown): after every catalog change,
+/// starts the groups placed here, then initializes the pristine ones (see the
+/// module docs). Idle, it only watches the catalog's applied index.
 pub async fn reconcile(groups: Groups) {
     let me = groups.peers().me();
     let Some(catalog) = groups.get(GroupId::CATALOG) else {
         return;
     };
     let mut catalog_metrics = catalog.raft.metrics();
-    // Groups started here whose storage was pristine, with when we first saw them.
+    let mut scanned_at = None;
+    // Groups started here whose storage was pristine, with when we started them.
     let mut pristine: HashMap<GroupId, Instant> = HashMap::new();
     loop {
-        for w in wanted(&groups) {
-            if w.members.len() != w.replicas {
-                tracing::warn!(group = %w.group, "the catalog lacks a member's address; not starting it yet");
-                continue;
-            }
-            if groups.get(w.group).is_none() {
-                let fresh = match groups.store().group_has_state(w.group) {
-                    Ok(has) => !has,
-                    Err(e) => {
-                        tracing::error!(group = %w.group, "cannot read group state: {e}");
-                        continue;
-                    }
-                };
-                if let Err(e) = groups.start(w.group, GroupKind::Inventory).await {
-                    tracing::error!(group = %w.group, "cannot start group: {e}");
-                    continue;
-                }
-                tracing::info!(group = %w.group, members = ?w.members.keys().collect::<Vec<_>>(), "started event group");
-                if fresh {
-                    pristine.insert(w.group, Instant::now());
+        let applied = catalog.state.read().last_applied;
+        if applied != scanned_at {
+            scanned_at = applied;
+            for group in missing(&groups) {
+                if start_placed(&groups, group).await == Some(true) {
+                    pristine.insert(group, Instant::now());
                 }
             }
-            let Some(since) = pristine.get(&w.group).copied() else {
-                continue;
-            };
-            let Some(group) = groups.get(w.group) else {
-                continue;
-            };
+        }
+        for (group, since) in pristine.clone() {
+            let Some(g) = groups.get(group) else { continue };
             let touched = {
-                let m = group.raft.metrics();
+                let m = g.raft.metrics();
                 let m = m.borrow();
                 m.last_log_index.is_some() || m.vote != openraft::Vote::default()
             };
             if touched {
                 // Initialized here, or a peer's vote or entries reached us: the group
                 // is forming (openraft would refuse to initialize it anyway).
-                pristine.remove(&w.group);
+                pristine.remove(&group);
                 continue;
             }
-            if w.first == me || since.elapsed() >= FALLBACK_INIT_AFTER {
-                match group.raft.initialize(w.members.clone()).await {
-                    Ok(()) => tracing::info!(group = %w.group, "initialized event group"),
-                    Err(e) => tracing::debug!(group = %w.group, "initialize: {e}"),
+            let Some((members, first)) = placed_here(&groups, group) else {
+                continue;
+            };
+            if first == me || since.elapsed() >= FALLBACK_INIT_AFTER {
+                match g.raft.initialize(members).await {
+                    Ok(()) => tracing::info!(%group, "initialized event group"),
+                    Err(e) => tracing::debug!(%group, "initialize: {e}"),
                 }
-                pristine.remove(&w.group);
+                pristine.remove(&group);
             }
         }
-        // Wake on catalog changes, at least every 500 ms (fallback initialization).
+        // Wake on catalog changes (the metrics watch also fires on heartbeats, so
+        // the applied index above decides whether to rescan), at least every 500 ms
+        // for the fallback initialization.
         let _ = tokio::time::timeout(Duration::from_millis(500), catalog_metrics.changed()).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -101,7 +101,7 @@ pub async fn run(groups: Groups, liveness: Liveness, quiesce_after: Duration) {
         return;
     }
     let me = groups.peers().me();
-    let mut interval = tokio::time::interval(Duration::from_millis(200));
+    let mut interval = tokio::time::interval(Duration::from_millis(500));
     loop {
         interval.tick().await;
         let mut quiesced = 0usize;

@@ -53,6 +53,19 @@ impl PeerService {
             .get(GroupId(id))
             .ok_or_else(|| Status::not_found(format!("group {id} is not running on this node")))
     }
+
+    /// For Raft RPCs: the group, started now if the catalog places it here and a
+    /// peer got to it before this node's placement reconciler did (saves the peer an
+    /// election timeout).
+    async fn raft_group(&self, cluster: &str, id: u64) -> Result<std::sync::Arc<Group>, Status> {
+        match self.group(cluster, id) {
+            Ok(g) => Ok(g),
+            Err(status) => {
+                crate::placement::start_placed(&self.groups, GroupId(id)).await;
+                self.groups.get(GroupId(id)).ok_or(status)
+            }
+        }
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
@@ -71,14 +84,14 @@ impl Peer for PeerService {
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let req = req.into_inner();
-        let group = self.group(&req.cluster, req.group_id)?;
+        let group = self.raft_group(&req.cluster, req.group_id).await?;
         let rpc = decode(&req.payload)?;
         reply(&group.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = req.into_inner();
-        let group = self.group(&req.cluster, req.group_id)?;
+        let group = self.raft_group(&req.cluster, req.group_id).await?;
         let rpc = decode(&req.payload)?;
         reply(&group.raft.vote(rpc).await)
     }
@@ -88,7 +101,7 @@ impl Peer for PeerService {
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let req = req.into_inner();
-        let group = self.group(&req.cluster, req.group_id)?;
+        let group = self.raft_group(&req.cluster, req.group_id).await?;
         let rpc = decode(&req.payload)?;
         reply(&group.raft.install_snapshot(rpc).await)
     }
