@@ -5,6 +5,7 @@
 //!   first write);
 //! - `groups`: status writes spread over G event groups, to compare one group with
 //!   many under the same client load.
+//!
 //! Later issues add `holds`, `mixed`, `overload`, `queue`, `onsale`.
 //!
 //! Closed loop: W writers each send one request at a time, spread over the nodes.
@@ -306,7 +307,11 @@ pub async fn groups(
                     .wrapping_add(i.wrapping_mul(104_729));
                 let client = &clients[(k % clients.len() as u64) as usize];
                 let event = &targets[(k / 3 % targets.len() as u64) as usize];
-                let status = if i % 2 == 0 { "PAUSED" } else { "ON_SALE" };
+                let status = if i.is_multiple_of(2) {
+                    "PAUSED"
+                } else {
+                    "ON_SALE"
+                };
                 client.set_event_status(event, status).await.is_ok()
             }
         };
