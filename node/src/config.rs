@@ -242,7 +242,8 @@ mod tests {
     fn parses_and_resolves_relative_dirs() {
         let c = ClusterConfig::parse(BASE, Path::new("/etc/bo")).unwrap();
         assert_eq!(c.data_dir(c.node(1).unwrap()), PathBuf::from("/etc/bo/d1"));
-        assert_eq!(c.raft.heartbeat_ms, 100);
+        assert_eq!(c.raft.heartbeat_ms, RaftSettings::default().heartbeat_ms);
+        assert_eq!(c.raft.quiesce_after_ms, 3000);
         assert_eq!(c.catalog_voters().into_iter().collect::<Vec<_>>(), vec![1]);
     }
 
