@@ -337,6 +337,41 @@ impl Client {
         Self::parse(rb.send().await?).await
     }
 
+    /// `POST /v1/auth/register`.
+    pub async fn register(&self, email: &str, password: &str, name: &str) -> Result<Value> {
+        let body = serde_json::json!({ "email": email, "password": password, "name": name });
+        Self::parse(
+            self.http
+                .post(format!("{}/v1/auth/register", self.base))
+                .json(&body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `POST /v1/auth/login`; returns the body (`access_token`, `expires_in`, ...).
+    pub async fn login(&self, email: &str, password: &str) -> Result<Value> {
+        let body = serde_json::json!({ "email": email, "password": password });
+        Self::parse(
+            self.http
+                .post(format!("{}/v1/auth/login", self.base))
+                .json(&body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `GET /v1/me` with a bearer token.
+    pub async fn me(&self, token: &str) -> Result<Value> {
+        let rb = self
+            .http
+            .get(format!("{}/v1/me", self.base))
+            .bearer_auth(token);
+        Self::parse(rb.send().await?).await
+    }
+
     /// `GET /v1/venues` (this node's local catalog replica).
     pub async fn venues(&self) -> Result<VenueList> {
         Self::parse(

@@ -92,6 +92,8 @@ pub struct ApiSettings {
     pub request_timeout_ms: u64,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Lifetime of a session token.
+    pub session_ttl_seconds: u64,
 }
 
 impl Default for ApiSettings {
@@ -99,6 +101,7 @@ impl Default for ApiSettings {
         Self {
             request_timeout_ms: 5000,
             max_body_bytes: 1 << 20,
+            session_ttl_seconds: 3600,
         }
     }
 }

@@ -61,6 +61,40 @@ impl NodeCtx {
         st.machine.catalog().map(f)
     }
 
+    /// Looks something up in the local catalog; on a miss, catches up to the catalog
+    /// leader's read index and looks again (finds what another node just wrote).
+    pub async fn catalog_lookup<T>(
+        &self,
+        f: impl Fn(&crate::domain::catalog::Catalog) -> Option<T>,
+    ) -> Result<Option<T>, crate::api::ApiError> {
+        if let Some(v) = self.with_catalog(&f).flatten() {
+            return Ok(Some(v));
+        }
+        self.router
+            .catch_up(GroupId::CATALOG, self.deadline())
+            .await?;
+        Ok(self.with_catalog(&f).flatten())
+    }
+
+    /// A user by id (401 if unknown: a token for a user that does not exist).
+    pub async fn user(
+        &self,
+        id: &uuid::Uuid,
+    ) -> Result<crate::domain::catalog::User, crate::api::ApiError> {
+        self.catalog_lookup(|c| c.user(id).cloned())
+            .await?
+            .ok_or_else(|| crate::api::ApiError::unauthorized("unknown user"))
+    }
+
+    /// A user by normalized email.
+    pub async fn user_by_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<crate::domain::catalog::User>, crate::api::ApiError> {
+        self.catalog_lookup(|c| c.user_by_email(email).cloned())
+            .await
+    }
+
     /// The group of an event, from the local catalog; if this replica does not have
     /// it yet, after catching up to the catalog leader's read index (an event just
     /// created through another node is found).
@@ -68,22 +102,8 @@ impl NodeCtx {
         &self,
         event_id: &uuid::Uuid,
     ) -> Result<GroupId, crate::api::ApiError> {
-        let lookup = || {
-            self.groups.get(GroupId::CATALOG).and_then(|g| {
-                let st = g.state.read();
-                st.machine
-                    .catalog()
-                    .and_then(|c| c.event(event_id))
-                    .map(|e| GroupId(e.group_id))
-            })
-        };
-        if let Some(g) = lookup() {
-            return Ok(g);
-        }
-        self.router
-            .catch_up(GroupId::CATALOG, self.deadline())
-            .await?;
-        lookup()
+        self.catalog_lookup(|c| c.event(event_id).map(|e| GroupId(e.group_id)))
+            .await?
             .ok_or_else(|| crate::api::ApiError::not_found(format!("event {event_id} not found")))
     }
 

@@ -37,6 +37,7 @@ pub struct ClusterOpts {
     pub liveness_interval_ms: u64,
     pub peer_down_after_ms: u64,
     pub request_timeout_ms: u64,
+    pub session_ttl_seconds: u64,
 }
 
 impl Default for ClusterOpts {
@@ -53,6 +54,7 @@ impl Default for ClusterOpts {
             liveness_interval_ms: 250,
             peer_down_after_ms: 1000,
             request_timeout_ms: 5000,
+            session_ttl_seconds: 3600,
         }
     }
 }
@@ -185,7 +187,7 @@ impl TestCluster {
         }
         writeln!(
             toml,
-            "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nquiesce_after_ms = {}\nliveness_interval_ms = {}\npeer_down_after_ms = {}\n\n[api]\nrequest_timeout_ms = {}",
+            "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nquiesce_after_ms = {}\nliveness_interval_ms = {}\npeer_down_after_ms = {}\n\n[api]\nrequest_timeout_ms = {}\nsession_ttl_seconds = {}",
             opts.heartbeat_ms,
             opts.election_timeout_min_ms,
             opts.election_timeout_max_ms,
@@ -195,6 +197,7 @@ impl TestCluster {
             opts.liveness_interval_ms,
             opts.peer_down_after_ms,
             opts.request_timeout_ms,
+            opts.session_ttl_seconds,
         )?;
         let config_path = dir.path().join("cluster.toml");
         std::fs::write(&config_path, toml)?;

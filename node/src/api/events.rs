@@ -175,6 +175,7 @@ fn catalog_rejection(r: CatalogRejection) -> ApiError {
         CatalogRejection::VenueExists(id) => {
             ApiError::conflict("CONFLICT", format!("venue {id} already exists"))
         }
+        CatalogRejection::EmailTaken => ApiError::internal("an event creation answered EmailTaken"),
         CatalogRejection::NotEnoughNodes { have, need } => ApiError::unavailable(
             "INSUFFICIENT_NODES",
             format!("replication needs {need} nodes and the cluster has {have}"),

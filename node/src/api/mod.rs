@@ -1,14 +1,17 @@
 //! The REST API (axum): routes, the request-id and metrics middleware, extractors
 //! that turn every rejection into the spec's error format, and the node endpoints.
 //!
-//! One file per resource: [`admin`] (operators: venues, cluster), [`events`]
+//! One file per resource: [`auth`] (accounts), [`tokens`] (session JWTs),
+//! [`admin`] (operators: venues, cluster), [`events`]
 //! (operators: events), [`venues`] (catalog reads), [`node`] (health and metrics).
 
 mod admin;
+mod auth;
 mod error;
 mod events;
 mod extract;
 mod node;
+pub mod tokens;
 mod venues;
 
 pub use error::{current_request_id, now_rfc3339, ApiError, REQUEST_ID};
@@ -42,6 +45,9 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/events/{event_id}",
             patch(events::patch).get(events::get),
         )
+        .route("/v1/auth/register", post(auth::register))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/me", get(auth::me))
         .route("/v1/venues", get(venues::list))
         .route("/v1/venues/{venue_id}", get(venues::get))
         .fallback(unknown_route)

@@ -144,9 +144,14 @@ pub async fn catalog_duties(config: Arc<ClusterConfig>, groups: Groups) {
             };
             let config_nodes: Vec<NodeRecord> = config.nodes.iter().map(node_record).collect();
             if !has_uuid {
+                // The token-signing key: 32 random bytes, chosen once here and
+                // replicated, so every node can mint and verify tokens.
+                let mut token_key = vec![0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut token_key);
                 let genesis = CatalogCommand::Genesis {
                     cluster_uuid: Uuid::new_v4(),
                     nodes: config_nodes.clone(),
+                    token_key,
                 };
                 if propose_duty(&group, genesis).await {
                     tracing::info!("recorded the cluster's bootstrap id and nodes");

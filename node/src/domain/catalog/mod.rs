@@ -1,18 +1,22 @@
 //! The catalog (group 0): the cluster's identity, its nodes, venues, and events with
 //! their placement. Users, API keys and payment methods join it in later issues.
 //!
-//! Keys (inside the machine's domain space): `g` the cluster's bootstrap id,
-//! `n<id>` a node, `v<uuid>` a venue, `e<uuid>` an event. Group ids and per-node
-//! loads are derived from the events, never stored twice.
+//! Keys (inside the machine's domain space): `g` the cluster's bootstrap id, `k` the
+//! token-signing key, `n<id>` a node, `v<uuid>` a venue, `e<uuid>` an event,
+//! `u<uuid>` a user. Group ids, per-node loads and the email index are derived,
+//! never stored twice.
 
 mod events;
 mod placement;
+mod users;
 mod venues;
 
 pub use events::{Event, NewEvent, QueueSettings, TierSpec};
 pub use placement::{place, NodeRecord};
+pub use users::{check_password, normalize_email, NewUser, User};
 pub use venues::{
-    NewVenue, RowSpec, SectionSpec, Venue, MAX_NAME_LEN, MAX_SEATS_PER_ROW, MAX_VENUE_CAPACITY,
+    check_name, NewVenue, RowSpec, SectionSpec, Venue, MAX_NAME_LEN, MAX_SEATS_PER_ROW,
+    MAX_VENUE_CAPACITY,
 };
 
 use std::collections::BTreeMap;
@@ -26,6 +30,8 @@ use crate::codec;
 use crate::error::{Error, Result};
 
 const GENESIS_KEY: &[u8] = b"g";
+const TOKEN_KEY: &[u8] = b"k";
+const USER_PREFIX: u8 = b'u';
 const NODE_PREFIX: u8 = b'n';
 const VENUE_PREFIX: u8 = b'v';
 const EVENT_PREFIX: u8 = b'e';
@@ -33,14 +39,17 @@ const EVENT_PREFIX: u8 = b'e';
 /// Catalog commands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CatalogCommand {
-    /// Records the cluster's bootstrap id and first nodes. Only the first one counts.
+    /// Records the cluster's bootstrap id, first nodes and token-signing key (random
+    /// bytes chosen by the proposing leader). Only the first one counts.
     Genesis {
         cluster_uuid: Uuid,
         nodes: Vec<NodeRecord>,
+        token_key: Vec<u8>,
     },
     /// Adds a node, or records its new addresses.
     RegisterNode(NodeRecord),
     CreateVenue(NewVenue),
+    RegisterUser(NewUser),
     /// Creates an event, assigns it the next group id and places that group on
     /// `replication_factor` nodes.
     CreateEvent {
@@ -65,6 +74,9 @@ pub enum CatalogResponse {
         group_id: u64,
         replicas: Vec<u64>,
     },
+    UserRegistered {
+        user_id: Uuid,
+    },
     Rejected(CatalogRejection),
 }
 
@@ -75,6 +87,7 @@ pub enum CatalogRejection {
     EventExists(Uuid),
     UnknownVenue(Uuid),
     NotEnoughNodes { have: usize, need: usize },
+    EmailTaken,
     Invalid(String),
 }
 
@@ -82,13 +95,17 @@ pub enum CatalogRejection {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Catalog {
     cluster_uuid: Option<Uuid>,
+    token_key: Option<Vec<u8>>,
     nodes: BTreeMap<u64, NodeRecord>,
+    users: BTreeMap<Uuid, User>,
     venues: BTreeMap<Uuid, Venue>,
     events: BTreeMap<Uuid, Event>,
     // Derived from `events`:
     by_group: BTreeMap<u64, Uuid>,
     load: BTreeMap<u64, usize>,
     leads: BTreeMap<u64, usize>,
+    // Derived from `users`:
+    by_email: BTreeMap<String, Uuid>,
 }
 
 impl Catalog {
@@ -102,6 +119,7 @@ impl Catalog {
             CatalogCommand::Genesis {
                 cluster_uuid,
                 nodes,
+                token_key,
             } => {
                 if self.cluster_uuid.is_none() {
                     self.cluster_uuid = Some(cluster_uuid);
@@ -109,6 +127,8 @@ impl Catalog {
                         GENESIS_KEY.to_vec(),
                         encode_value(&cluster_uuid),
                     ));
+                    changes.push(Change::Put(TOKEN_KEY.to_vec(), encode_value(&token_key)));
+                    self.token_key = Some(token_key);
                     for n in nodes {
                         self.put_node(n, changes);
                     }
@@ -125,6 +145,7 @@ impl Catalog {
                 CatalogResponse::NodeRegistered
             }
             CatalogCommand::CreateVenue(new) => self.create_venue(new, ctx, changes),
+            CatalogCommand::RegisterUser(new) => self.register_user(new, ctx, changes),
             CatalogCommand::CreateEvent {
                 event,
                 replication_factor,
@@ -218,6 +239,35 @@ impl Catalog {
         }
     }
 
+    fn register_user(
+        &mut self,
+        new: NewUser,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> CatalogResponse {
+        if let Err(msg) = new.validate() {
+            return reject(CatalogRejection::Invalid(msg));
+        }
+        if self.by_email.contains_key(&new.email) || self.users.contains_key(&new.user_id) {
+            return reject(CatalogRejection::EmailTaken);
+        }
+        let user = User {
+            user_id: new.user_id,
+            email: new.email,
+            name: new.name,
+            password_hash: new.password_hash,
+            created_ms: ctx.now_ms,
+        };
+        changes.push(Change::Put(
+            key(USER_PREFIX, user.user_id.as_bytes()),
+            encode_value(&user),
+        ));
+        self.by_email.insert(user.email.clone(), user.user_id);
+        let user_id = user.user_id;
+        self.users.insert(user_id, user);
+        CatalogResponse::UserRegistered { user_id }
+    }
+
     /// Group ids start at 1 (0 is the catalog) and are never reused.
     fn next_group_id(&self) -> u64 {
         self.by_group.keys().next_back().map_or(1, |g| g + 1)
@@ -236,6 +286,12 @@ impl Catalog {
     pub(super) fn restore(&mut self, k: &[u8], v: &[u8]) -> Result<()> {
         match k.first() {
             _ if k == GENESIS_KEY => self.cluster_uuid = Some(codec::decode(v)?),
+            _ if k == TOKEN_KEY => self.token_key = Some(codec::decode(v)?),
+            Some(&USER_PREFIX) => {
+                let u: User = codec::decode(v)?;
+                self.by_email.insert(u.email.clone(), u.user_id);
+                self.users.insert(u.user_id, u);
+            }
             Some(&NODE_PREFIX) => {
                 let n: NodeRecord = codec::decode(v)?;
                 self.nodes.insert(n.node_id, n);
@@ -258,8 +314,14 @@ impl Catalog {
         if let Some(u) = &self.cluster_uuid {
             out.push((GENESIS_KEY.to_vec(), encode_value(u)));
         }
+        if let Some(k) = &self.token_key {
+            out.push((TOKEN_KEY.to_vec(), encode_value(k)));
+        }
         for n in self.nodes.values() {
             out.push((key(NODE_PREFIX, &n.node_id.to_be_bytes()), encode_value(n)));
+        }
+        for u in self.users.values() {
+            out.push((key(USER_PREFIX, u.user_id.as_bytes()), encode_value(u)));
         }
         for v in self.venues.values() {
             out.push((key(VENUE_PREFIX, v.venue_id.as_bytes()), encode_value(v)));
@@ -275,6 +337,20 @@ impl Catalog {
     /// The cluster's bootstrap id, once the genesis command is applied.
     pub fn cluster_uuid(&self) -> Option<Uuid> {
         self.cluster_uuid
+    }
+
+    /// The key that signs the cluster's tokens, once the genesis command is applied.
+    pub fn token_key(&self) -> Option<&[u8]> {
+        self.token_key.as_deref()
+    }
+
+    pub fn user(&self, id: &Uuid) -> Option<&User> {
+        self.users.get(id)
+    }
+
+    /// A user by normalized email.
+    pub fn user_by_email(&self, email: &str) -> Option<&User> {
+        self.by_email.get(email).and_then(|id| self.users.get(id))
     }
 
     /// Nodes the catalog knows, by id.

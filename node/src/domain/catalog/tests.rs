@@ -157,6 +157,7 @@ fn genesis_counts_once_and_time_never_runs_backwards() {
             CatalogCommand::Genesis {
                 cluster_uuid: Uuid::from_u128(100),
                 nodes: nodes(3),
+                token_key: vec![1; 32],
             },
         ),
         cmd(
@@ -165,6 +166,7 @@ fn genesis_counts_once_and_time_never_runs_backwards() {
             CatalogCommand::Genesis {
                 cluster_uuid: Uuid::from_u128(200),
                 nodes: nodes(5),
+                token_key: vec![2; 32],
             },
         ),
         cmd(3, 30, CatalogCommand::CreateVenue(venue(1, 1))),
@@ -204,6 +206,7 @@ fn persisted_changes_and_dump_restore_to_the_same_machine() {
                 CatalogCommand::Genesis {
                     cluster_uuid: Uuid::from_u128(i),
                     nodes: nodes(5),
+                    token_key: vec![2; 32],
                 }
             } else if i % 3 == 0 {
                 CatalogCommand::CreateEvent {
@@ -251,6 +254,7 @@ fn events_get_sequential_groups_and_least_loaded_placement() {
             CatalogCommand::Genesis {
                 cluster_uuid: Uuid::from_u128(9),
                 nodes: nodes(5),
+                token_key: vec![2; 32],
             },
         ),
         cmd(2, 2, CatalogCommand::CreateVenue(venue(1, 10))),
@@ -302,6 +306,7 @@ fn events_are_refused_for_unknown_venues_bad_tiers_and_too_few_nodes() {
             CatalogCommand::Genesis {
                 cluster_uuid: Uuid::from_u128(9),
                 nodes: nodes(2),
+                token_key: vec![3; 32],
             },
         ),
         cmd(2, 2, CatalogCommand::CreateVenue(venue(1, 10))),
@@ -366,4 +371,51 @@ fn events_are_refused_for_unknown_venues_bad_tiers_and_too_few_nodes() {
         rejection(&out[6]),
         Some(CatalogRejection::EventExists(Uuid::from_u128(4)))
     );
+}
+
+#[test]
+fn users_register_once_per_email() {
+    let user = |id: u128, email: &str| NewUser {
+        user_id: Uuid::from_u128(id),
+        email: email.into(),
+        name: "Fan".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+    };
+    let (m, _, out) = run(vec![
+        cmd(
+            1,
+            1,
+            CatalogCommand::RegisterUser(user(1, "fan@example.com")),
+        ),
+        cmd(
+            2,
+            2,
+            CatalogCommand::RegisterUser(user(2, "fan@example.com")),
+        ),
+        cmd(
+            3,
+            3,
+            CatalogCommand::RegisterUser(user(3, "Not@Normalized.com")),
+        ),
+    ]);
+    assert_eq!(
+        out[0],
+        Response::Catalog(CatalogResponse::UserRegistered {
+            user_id: Uuid::from_u128(1)
+        })
+    );
+    assert_eq!(
+        out[1],
+        Response::Catalog(CatalogResponse::Rejected(CatalogRejection::EmailTaken))
+    );
+    assert!(matches!(
+        &out[2],
+        Response::Catalog(CatalogResponse::Rejected(CatalogRejection::Invalid(_)))
+    ));
+    let c = m.catalog().unwrap();
+    assert_eq!(
+        c.user_by_email("fan@example.com").map(|u| u.user_id),
+        Some(Uuid::from_u128(1))
+    );
+    assert_eq!(c.user(&Uuid::from_u128(2)), None);
 }

@@ -106,7 +106,8 @@ impl NewVenue {
     }
 }
 
-pub(crate) fn check_name(field: &str, value: &str, may_be_empty: bool) -> Result<(), String> {
+/// Checks a name or label: non-empty unless allowed, bounded, no control characters.
+pub fn check_name(field: &str, value: &str, may_be_empty: bool) -> Result<(), String> {
     if !may_be_empty && value.trim().is_empty() {
         return Err(format!("{field} must not be empty"));
     }
