@@ -31,6 +31,8 @@ pub struct ClusterConfig {
     pub raft: RaftSettings,
     #[serde(default)]
     pub api: ApiSettings,
+    #[serde(default)]
+    pub rate_limits: RateLimits,
     /// Directory of the file this was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -94,6 +96,9 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// Lifetime of a session token.
     pub session_ttl_seconds: u64,
+    /// Requests a node serves at once under `/v1`; past that it answers 503
+    /// `OVERLOADED` with `Retry-After` at once instead of queueing.
+    pub max_in_flight: usize,
 }
 
 impl Default for ApiSettings {
@@ -102,6 +107,51 @@ impl Default for ApiSettings {
             request_timeout_ms: 5000,
             max_body_bytes: 1 << 20,
             session_ttl_seconds: 3600,
+            max_in_flight: 1024,
+        }
+    }
+}
+
+/// A rate limit: at most `requests` per `window_seconds` for one client (user, else
+/// API key, else address), enforced by each node on its own (see docs/design.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub requests: u32,
+    pub window_seconds: u64,
+}
+
+impl Limit {
+    const fn per(requests: u32, window_seconds: u64) -> Self {
+        Self {
+            requests,
+            window_seconds,
+        }
+    }
+}
+
+/// The spec's rate-limit table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    pub search: Limit,
+    pub event_details: Limit,
+    pub seat_map: Limit,
+    pub reserve: Limit,
+    pub queue_status: Limit,
+    /// Every request that carries a valid session token, across all endpoints.
+    pub authenticated: Limit,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            search: Limit::per(100, 60),
+            event_details: Limit::per(200, 60),
+            seat_map: Limit::per(50, 60),
+            reserve: Limit::per(10, 60),
+            queue_status: Limit::per(2, 60),
+            authenticated: Limit::per(1000, 3600),
         }
     }
 }
@@ -184,6 +234,24 @@ impl ClusterConfig {
         }
         if r.liveness_interval_ms == 0 || r.peer_down_after_ms <= r.liveness_interval_ms {
             return bad("raft.peer_down_after_ms must exceed raft.liveness_interval_ms > 0".into());
+        }
+        if self.api.max_in_flight == 0 {
+            return bad("api.max_in_flight must be at least 1".into());
+        }
+        let l = &self.rate_limits;
+        for (name, limit) in [
+            ("search", l.search),
+            ("event_details", l.event_details),
+            ("seat_map", l.seat_map),
+            ("reserve", l.reserve),
+            ("queue_status", l.queue_status),
+            ("authenticated", l.authenticated),
+        ] {
+            if limit.requests == 0 || limit.window_seconds == 0 {
+                return bad(format!(
+                    "rate_limits.{name} needs requests and window_seconds above 0"
+                ));
+            }
         }
         if r.snapshot_logs_since_last == 0 {
             return bad("raft.snapshot_logs_since_last must be at least 1".into());

@@ -28,6 +28,7 @@ pub struct NodeCtx {
     pub router: Router,
     pub liveness: Liveness,
     pub prometheus: PrometheusHandle,
+    pub limiters: Arc<crate::api::Limiters>,
 }
 
 impl NodeCtx {
@@ -173,6 +174,7 @@ pub async fn run(
         router: Router::new(groups.clone(), known),
         liveness: liveness.clone(),
         prometheus,
+        limiters: crate::api::Limiters::new(&config.rate_limits),
     });
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -210,6 +212,15 @@ pub async fn run(
         peers.clone(),
         cluster_uuid,
     )));
+    {
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                ctx.limiters.shrink();
+            }
+        }));
+    }
     tracing::info!(node = me, http = %node.http_addr, peer = %node.peer_addr, fresh, "node started");
 
     let app = crate::api::router(ctx).into_make_service_with_connect_info::<SocketAddr>();

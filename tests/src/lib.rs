@@ -38,6 +38,9 @@ pub struct ClusterOpts {
     pub peer_down_after_ms: u64,
     pub request_timeout_ms: u64,
     pub session_ttl_seconds: u64,
+    pub max_in_flight: usize,
+    /// Appended to the generated cluster.toml (e.g. a `[rate_limits]` table).
+    pub extra_toml: String,
 }
 
 impl Default for ClusterOpts {
@@ -55,6 +58,8 @@ impl Default for ClusterOpts {
             peer_down_after_ms: 1000,
             request_timeout_ms: 5000,
             session_ttl_seconds: 3600,
+            max_in_flight: 1024,
+            extra_toml: String::new(),
         }
     }
 }
@@ -187,7 +192,7 @@ impl TestCluster {
         }
         writeln!(
             toml,
-            "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nquiesce_after_ms = {}\nliveness_interval_ms = {}\npeer_down_after_ms = {}\n\n[api]\nrequest_timeout_ms = {}\nsession_ttl_seconds = {}",
+            "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nquiesce_after_ms = {}\nliveness_interval_ms = {}\npeer_down_after_ms = {}\n\n[api]\nrequest_timeout_ms = {}\nsession_ttl_seconds = {}\nmax_in_flight = {}\n\n{}",
             opts.heartbeat_ms,
             opts.election_timeout_min_ms,
             opts.election_timeout_max_ms,
@@ -198,6 +203,8 @@ impl TestCluster {
             opts.peer_down_after_ms,
             opts.request_timeout_ms,
             opts.session_ttl_seconds,
+            opts.max_in_flight,
+            opts.extra_toml,
         )?;
         let config_path = dir.path().join("cluster.toml");
         std::fs::write(&config_path, toml)?;

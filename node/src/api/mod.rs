@@ -11,14 +11,17 @@ mod error;
 mod events;
 mod extract;
 mod node;
+mod ratelimit;
 pub mod tokens;
 mod venues;
 
 pub use error::{current_request_id, now_rfc3339, ApiError, REQUEST_ID};
+pub use ratelimit::Limiters;
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
@@ -35,9 +38,11 @@ pub type AppState = Arc<NodeCtx>;
 /// The node's HTTP application.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.api.max_body_bytes;
-    Router::new()
-        .route("/health", get(node::health))
-        .route("/metrics", get(node::metrics))
+    let max_in_flight = state.config.api.max_in_flight;
+    // The public API: bounded in-flight work (shed at once when full), then rate
+    // limits. `/health` and `/metrics` stay outside both, so an overloaded node
+    // still reports on itself.
+    let v1 = Router::new()
         .route("/v1/admin/cluster", get(admin::cluster))
         .route("/v1/admin/venues", post(admin::create_venue))
         .route("/v1/admin/events", post(events::create))
@@ -50,6 +55,23 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/me", get(auth::me))
         .route("/v1/venues", get(venues::list))
         .route("/v1/venues/{venue_id}", get(venues::get))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::limit,
+        ))
+        .route_layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .layer(tower::load_shed::LoadShedLayer::new())
+                // Global: one semaphore shared by every route (axum layers each route).
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    max_in_flight,
+                )),
+        );
+    Router::new()
+        .route("/health", get(node::health))
+        .route("/metrics", get(node::metrics))
+        .merge(v1)
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body))
@@ -60,6 +82,16 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(observe))
         .with_state(state)
+}
+
+/// The node is at `api.max_in_flight`: refuse at once, don't queue.
+async fn overloaded(err: tower::BoxError) -> ApiError {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        metrics::counter!("boxoffice_http_shed_total").increment(1);
+        ApiError::unavailable("OVERLOADED", "the node is at capacity; retry shortly", 1)
+    } else {
+        ApiError::internal(err)
+    }
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {
@@ -100,7 +132,10 @@ async fn observe(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
+    let in_flight = metrics::gauge!("boxoffice_http_in_flight");
+    in_flight.increment(1.0);
     let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    in_flight.decrement(1.0);
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
