@@ -99,6 +99,8 @@ pub struct ApiSettings {
     /// Requests a node serves at once under `/v1`; past that it answers 503
     /// `OVERLOADED` with `Retry-After` at once instead of queueing.
     pub max_in_flight: usize,
+    /// Whether every public request must carry a valid `X-API-Key`.
+    pub require_api_key: bool,
 }
 
 impl Default for ApiSettings {
@@ -108,6 +110,7 @@ impl Default for ApiSettings {
             max_body_bytes: 1 << 20,
             session_ttl_seconds: 3600,
             max_in_flight: 1024,
+            require_api_key: false,
         }
     }
 }

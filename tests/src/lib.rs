@@ -39,6 +39,7 @@ pub struct ClusterOpts {
     pub request_timeout_ms: u64,
     pub session_ttl_seconds: u64,
     pub max_in_flight: usize,
+    pub require_api_key: bool,
     /// Appended to the generated cluster.toml (e.g. a `[rate_limits]` table).
     pub extra_toml: String,
 }
@@ -59,6 +60,7 @@ impl Default for ClusterOpts {
             request_timeout_ms: 5000,
             session_ttl_seconds: 3600,
             max_in_flight: 1024,
+            require_api_key: false,
             extra_toml: String::new(),
         }
     }
@@ -192,7 +194,7 @@ impl TestCluster {
         }
         writeln!(
             toml,
-            "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nquiesce_after_ms = {}\nliveness_interval_ms = {}\npeer_down_after_ms = {}\n\n[api]\nrequest_timeout_ms = {}\nsession_ttl_seconds = {}\nmax_in_flight = {}\n\n{}",
+            "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nquiesce_after_ms = {}\nliveness_interval_ms = {}\npeer_down_after_ms = {}\n\n[api]\nrequest_timeout_ms = {}\nsession_ttl_seconds = {}\nmax_in_flight = {}\nrequire_api_key = {}\n\n{}",
             opts.heartbeat_ms,
             opts.election_timeout_min_ms,
             opts.election_timeout_max_ms,
@@ -204,6 +206,7 @@ impl TestCluster {
             opts.request_timeout_ms,
             opts.session_ttl_seconds,
             opts.max_in_flight,
+            opts.require_api_key,
             opts.extra_toml,
         )?;
         let config_path = dir.path().join("cluster.toml");

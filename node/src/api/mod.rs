@@ -6,6 +6,7 @@
 //! (operators: events), [`venues`] (catalog reads), [`node`] (health and metrics).
 
 mod admin;
+mod apikeys;
 mod auth;
 mod error;
 mod events;
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
     // still reports on itself.
     let v1 = Router::new()
         .route("/v1/admin/cluster", get(admin::cluster))
+        .route("/v1/admin/api-keys", post(apikeys::create))
         .route("/v1/admin/venues", post(admin::create_venue))
         .route("/v1/admin/events", post(events::create))
         .route(
@@ -58,6 +60,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             ratelimit::limit,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            apikeys::check,
         ))
         .route_layer(
             tower::ServiceBuilder::new()
@@ -121,12 +127,25 @@ fn request_id(req: &Request) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
+/// A header's value, cut to 128 characters, for logs.
+fn short_header(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(128).collect())
+}
+
 /// Outermost middleware: request id (task-local for error bodies, `X-Request-ID` on
 /// every response), request counts and latencies per route, and a log line.
 async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(&req);
     let method = req.method().clone();
+    // Read and logged; the queue uses them to cap entries per device.
+    let (device, session) = (
+        short_header(req.headers(), "x-device-id"),
+        short_header(req.headers(), "x-session-id"),
+    );
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -148,6 +167,15 @@ async fn observe(req: Request, next: Next) -> Response {
     ];
     metrics::counter!("boxoffice_http_requests_total", &labels).increment(1);
     metrics::histogram!("boxoffice_http_request_duration_seconds", &labels[..2]).record(elapsed);
-    tracing::debug!(request_id = %id, %method, %route, status = resp.status().as_u16(), elapsed_ms = elapsed * 1e3, "request");
+    tracing::debug!(
+        request_id = %id,
+        %method,
+        %route,
+        status = resp.status().as_u16(),
+        elapsed_ms = elapsed * 1e3,
+        device_id = device.as_deref().unwrap_or(""),
+        session_id = session.as_deref().unwrap_or(""),
+        "request"
+    );
     resp
 }

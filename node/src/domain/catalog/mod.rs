@@ -3,7 +3,7 @@
 //!
 //! Keys (inside the machine's domain space): `g` the cluster's bootstrap id, `k` the
 //! token-signing key, `n<id>` a node, `v<uuid>` a venue, `e<uuid>` an event,
-//! `u<uuid>` a user. Group ids, per-node loads and the email index are derived,
+//! `u<uuid>` a user, `a<sha256>` an API key. Group ids, per-node loads and the email index are derived,
 //! never stored twice.
 
 mod events;
@@ -32,6 +32,7 @@ use crate::error::{Error, Result};
 const GENESIS_KEY: &[u8] = b"g";
 const TOKEN_KEY: &[u8] = b"k";
 const USER_PREFIX: u8 = b'u';
+const API_KEY_PREFIX: u8 = b'a';
 const NODE_PREFIX: u8 = b'n';
 const VENUE_PREFIX: u8 = b'v';
 const EVENT_PREFIX: u8 = b'e';
@@ -50,6 +51,8 @@ pub enum CatalogCommand {
     RegisterNode(NodeRecord),
     CreateVenue(NewVenue),
     RegisterUser(NewUser),
+    /// Records an API key by the SHA-256 of its secret (the secret is never stored).
+    CreateApiKey(ApiKey),
     /// Creates an event, assigns it the next group id and places that group on
     /// `replication_factor` nodes.
     CreateEvent {
@@ -77,6 +80,9 @@ pub enum CatalogResponse {
     UserRegistered {
         user_id: Uuid,
     },
+    ApiKeyCreated {
+        key_id: Uuid,
+    },
     Rejected(CatalogRejection),
 }
 
@@ -98,6 +104,7 @@ pub struct Catalog {
     token_key: Option<Vec<u8>>,
     nodes: BTreeMap<u64, NodeRecord>,
     users: BTreeMap<Uuid, User>,
+    api_keys: BTreeMap<[u8; 32], ApiKey>,
     venues: BTreeMap<Uuid, Venue>,
     events: BTreeMap<Uuid, Event>,
     // Derived from `events`:
@@ -146,6 +153,22 @@ impl Catalog {
             }
             CatalogCommand::CreateVenue(new) => self.create_venue(new, ctx, changes),
             CatalogCommand::RegisterUser(new) => self.register_user(new, ctx, changes),
+            CatalogCommand::CreateApiKey(mut k) => {
+                if let Err(msg) = super::catalog::check_name("name", &k.name, false) {
+                    return reject(CatalogRejection::Invalid(msg));
+                }
+                if self.api_keys.contains_key(&k.key_hash) {
+                    return reject(CatalogRejection::Invalid("this API key exists".into()));
+                }
+                k.created_ms = ctx.now_ms;
+                changes.push(Change::Put(
+                    key(API_KEY_PREFIX, &k.key_hash),
+                    encode_value(&k),
+                ));
+                let key_id = k.key_id;
+                self.api_keys.insert(k.key_hash, k);
+                CatalogResponse::ApiKeyCreated { key_id }
+            }
             CatalogCommand::CreateEvent {
                 event,
                 replication_factor,
@@ -287,6 +310,10 @@ impl Catalog {
         match k.first() {
             _ if k == GENESIS_KEY => self.cluster_uuid = Some(codec::decode(v)?),
             _ if k == TOKEN_KEY => self.token_key = Some(codec::decode(v)?),
+            Some(&API_KEY_PREFIX) => {
+                let k: ApiKey = codec::decode(v)?;
+                self.api_keys.insert(k.key_hash, k);
+            }
             Some(&USER_PREFIX) => {
                 let u: User = codec::decode(v)?;
                 self.by_email.insert(u.email.clone(), u.user_id);
@@ -320,6 +347,9 @@ impl Catalog {
         for n in self.nodes.values() {
             out.push((key(NODE_PREFIX, &n.node_id.to_be_bytes()), encode_value(n)));
         }
+        for k in self.api_keys.values() {
+            out.push((key(API_KEY_PREFIX, &k.key_hash), encode_value(k)));
+        }
         for u in self.users.values() {
             out.push((key(USER_PREFIX, u.user_id.as_bytes()), encode_value(u)));
         }
@@ -342,6 +372,11 @@ impl Catalog {
     /// The key that signs the cluster's tokens, once the genesis command is applied.
     pub fn token_key(&self) -> Option<&[u8]> {
         self.token_key.as_deref()
+    }
+
+    /// An API key by the SHA-256 of its secret.
+    pub fn api_key(&self, hash: &[u8; 32]) -> Option<&ApiKey> {
+        self.api_keys.get(hash)
     }
 
     pub fn user(&self, id: &Uuid) -> Option<&User> {
@@ -386,6 +421,15 @@ impl Catalog {
     pub fn events(&self) -> impl Iterator<Item = &Event> {
         self.events.values()
     }
+}
+
+/// An application's API key (`X-API-Key`), known by the hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub key_id: Uuid,
+    pub name: String,
+    pub key_hash: [u8; 32],
+    pub created_ms: i64,
 }
 
 fn reject(r: CatalogRejection) -> CatalogResponse {

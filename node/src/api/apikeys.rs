@@ -1,0 +1,107 @@
+//! API keys for client applications (`X-API-Key`): minted by operators, stored by
+//! the SHA-256 of their secret (high-entropy secrets need no slow hash). A request
+//! that carries one must carry a valid one; `api.require_api_key` makes them
+//! mandatory for every public route (operator routes use `X-Admin-Key` instead).
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::extract::{request_id_for, Admin, Json};
+use super::{ApiError, AppState};
+use crate::domain::catalog::{ApiKey, CatalogCommand, CatalogRejection, CatalogResponse};
+use crate::domain::{CommandBody, Proposal, Response as Outcome};
+use crate::raft::GroupId;
+
+fn hash(secret: &[u8]) -> [u8; 32] {
+    Sha256::digest(secret).into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    name: String,
+}
+
+/// `POST /v1/admin/api-keys`: the secret is shown once, in this response.
+pub async fn create(
+    State(ctx): State<AppState>,
+    _admin: Admin,
+    headers: HeaderMap,
+    Json(body): Json<CreateKey>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut secret = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+    let api_key = format!(
+        "bo_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
+    let key = ApiKey {
+        key_id: uuid::Uuid::new_v4(),
+        name: body.name.trim().to_string(),
+        key_hash: hash(api_key.as_bytes()),
+        created_ms: 0,
+    };
+    let proposal = Proposal {
+        request_id: request_id_for(&headers, "admin.api-keys")?,
+        body: CommandBody::Catalog(CatalogCommand::CreateApiKey(key.clone())),
+    };
+    match ctx.propose(GroupId::CATALOG, proposal).await?.response {
+        Outcome::Catalog(CatalogResponse::ApiKeyCreated { key_id }) if key_id == key.key_id => {
+            Ok((
+                StatusCode::CREATED,
+                axum::Json(json!({ "api_key": api_key, "key_id": key_id, "name": key.name })),
+            ))
+        }
+        // A retry with the same Idempotency-Key: the secret was shown the first time.
+        Outcome::Catalog(CatalogResponse::ApiKeyCreated { key_id }) => Err(ApiError::conflict(
+            "CONFLICT",
+            format!("this request already created API key {key_id}; its secret was shown then"),
+        )),
+        Outcome::Catalog(CatalogResponse::Rejected(CatalogRejection::Invalid(m))) => {
+            Err(ApiError::validation(m))
+        }
+        other => Err(ApiError::internal(format!(
+            "unexpected catalog response {other:?}"
+        ))),
+    }
+}
+
+/// The middleware: a present `X-API-Key` must be valid; a missing one is refused
+/// when keys are required (except on operator routes).
+pub async fn check(State(ctx): State<AppState>, req: Request, next: Next) -> Response {
+    let admin_route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| p.as_str().starts_with("/v1/admin/"));
+    match req.headers().get("x-api-key") {
+        Some(given) => {
+            let h = hash(given.as_bytes());
+            match ctx
+                .catalog_lookup(|c| c.api_key(&h).map(|k| k.key_id))
+                .await
+            {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return ApiError::unauthorized_code("INVALID_API_KEY", "unknown X-API-Key")
+                        .into_response()
+                }
+                Err(e) => return e.into_response(),
+            }
+        }
+        None if ctx.config.api.require_api_key && !admin_route => {
+            return ApiError::unauthorized_code(
+                "API_KEY_REQUIRED",
+                "this cluster requires an X-API-Key header",
+            )
+            .into_response();
+        }
+        None => {}
+    }
+    next.run(req).await
+}
