@@ -34,7 +34,8 @@ pub struct GroupMachine {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Domain {
-    Catalog(Catalog),
+    // Boxed: the catalog is far larger than an inventory's header.
+    Catalog(Box<Catalog>),
     Inventory(Inventory),
 }
 
@@ -45,7 +46,7 @@ impl GroupMachine {
             clock_ms: 0,
             dedup: Dedup::default(),
             domain: match kind {
-                GroupKind::Catalog => Domain::Catalog(Catalog::default()),
+                GroupKind::Catalog => Domain::Catalog(Box::default()),
                 GroupKind::Inventory => Domain::Inventory(Inventory::default()),
             },
         }
@@ -138,7 +139,7 @@ impl GroupMachine {
     /// The catalog, if this group is the catalog.
     pub fn catalog(&self) -> Option<&Catalog> {
         match &self.domain {
-            Domain::Catalog(c) => Some(c),
+            Domain::Catalog(c) => Some(c.as_ref()),
             _ => None,
         }
     }
