@@ -50,12 +50,15 @@ mod tests {
     #[test]
     fn round_trips_and_rejects_garbage() {
         let v = (7u64, String::from("venue"), vec![1u8, 2]);
-        let bytes = encode(&v).unwrap();
+        let bytes = encode(&v).expect("test value");
         assert_eq!(bytes[0], FORMAT_V1);
-        assert_eq!(decode::<(u64, String, Vec<u8>)>(&bytes).unwrap(), v);
+        assert_eq!(
+            decode::<(u64, String, Vec<u8>)>(&bytes).expect("test value"),
+            v
+        );
         assert!(decode::<u64>(&[]).is_err());
         assert!(decode::<u64>(&[9, 1]).is_err());
-        let mut trailing = encode(&5u64).unwrap();
+        let mut trailing = encode(&5u64).expect("test value");
         trailing.push(0);
         assert!(decode::<u64>(&trailing).is_err());
     }

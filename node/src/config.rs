@@ -314,8 +314,11 @@ mod tests {
 
     #[test]
     fn parses_and_resolves_relative_dirs() {
-        let c = ClusterConfig::parse(BASE, Path::new("/etc/bo")).unwrap();
-        assert_eq!(c.data_dir(c.node(1).unwrap()), PathBuf::from("/etc/bo/d1"));
+        let c = ClusterConfig::parse(BASE, Path::new("/etc/bo")).expect("test value");
+        assert_eq!(
+            c.data_dir(c.node(1).expect("test value")),
+            PathBuf::from("/etc/bo/d1")
+        );
         assert_eq!(c.raft.heartbeat_ms, RaftSettings::default().heartbeat_ms);
         assert_eq!(c.raft.quiesce_after_ms, 3000);
         assert_eq!(c.catalog_voters().into_iter().collect::<Vec<_>>(), vec![1]);
@@ -325,7 +328,7 @@ mod tests {
     fn rejects_unknown_node_and_bad_values() {
         let err = ClusterConfig::parse(&BASE.replace("\"t\"", "\"\""), Path::new(".")).unwrap_err();
         assert!(err.to_string().contains("cluster_name"), "{err}");
-        let c = ClusterConfig::parse(BASE, Path::new(".")).unwrap();
+        let c = ClusterConfig::parse(BASE, Path::new(".")).expect("test value");
         let err = c.node(9).unwrap_err().to_string();
         assert!(
             err.contains("node id 9") && err.contains("known ids: 1"),

@@ -262,7 +262,7 @@ mod tests {
             GroupKind::Inventory,
             disk.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
         )
-        .unwrap();
+        .expect("test value");
         assert_eq!(restored, m);
         let dumped: BTreeMap<_, _> = m.dump().into_iter().collect();
         assert_eq!(dumped, disk);

@@ -140,12 +140,12 @@ mod tests {
 
     #[test]
     fn refuses_a_data_dir_of_another_cluster_or_node() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(Store::open(dir.path(), "alpha", 1).unwrap());
+        let dir = tempfile::tempdir().expect("test value");
+        drop(Store::open(dir.path(), "alpha", 1).expect("test value"));
         assert!(Store::open(dir.path(), "alpha", 1).is_ok());
         let err = Store::open(dir.path(), "beta", 1)
             .err()
-            .unwrap()
+            .expect("test value")
             .to_string();
         assert!(
             err.contains("cluster \"alpha\"") && err.contains("refusing"),
@@ -153,7 +153,7 @@ mod tests {
         );
         let err = Store::open(dir.path(), "alpha", 2)
             .err()
-            .unwrap()
+            .expect("test value")
             .to_string();
         assert!(err.contains("node 1"), "{err}");
     }

@@ -65,7 +65,7 @@ mod tests {
         let (mut load, mut leads) = (BTreeMap::new(), BTreeMap::new());
         let mut placements = Vec::new();
         for _ in 0..groups {
-            let p = place(&nodes, &load, &leads, r).unwrap();
+            let p = place(&nodes, &load, &leads, r).expect("test value");
             let mut distinct = p.clone();
             distinct.sort_unstable();
             distinct.dedup();

@@ -118,9 +118,12 @@ fn creates_venues_and_refuses_duplicates_and_bad_input() {
     assert!(
         matches!(&out[2], Response::Catalog(CatalogResponse::Rejected(CatalogRejection::Invalid(m))) if m.contains("appears twice"))
     );
-    let c = m.catalog().unwrap();
+    let c = m.catalog().expect("test value");
     assert_eq!(c.venue_count(), 1);
-    assert_eq!(c.venue(&Uuid::from_u128(1)).unwrap().created_ms, 10);
+    assert_eq!(
+        c.venue(&Uuid::from_u128(1)).expect("test value").created_ms,
+        10
+    );
 }
 
 #[test]
@@ -134,7 +137,7 @@ fn a_retried_request_returns_the_first_outcome() {
         out[1],
         Response::Catalog(CatalogResponse::VenueCreated { .. })
     ));
-    assert_eq!(m.catalog().unwrap().venue_count(), 1);
+    assert_eq!(m.catalog().expect("test value").venue_count(), 1);
 }
 
 #[test]
@@ -178,21 +181,21 @@ fn genesis_counts_once_and_time_never_runs_backwards() {
         })
     );
     assert_eq!(
-        m.catalog().unwrap().cluster_uuid(),
+        m.catalog().expect("test value").cluster_uuid(),
         Some(Uuid::from_u128(100))
     );
     assert_eq!(m.clock_ms(), 50);
     assert_eq!(
-        m.catalog().unwrap().nodes().len(),
+        m.catalog().expect("test value").nodes().len(),
         3,
         "the second genesis registers nothing"
     );
     // The venue created by a command stamped 30 after time 50 is dated 50.
     assert_eq!(
         m.catalog()
-            .unwrap()
+            .expect("test value")
             .venue(&Uuid::from_u128(1))
-            .unwrap()
+            .expect("test value")
             .created_ms,
         50
     );
@@ -229,7 +232,7 @@ fn persisted_changes_and_dump_restore_to_the_same_machine() {
         GroupKind::Catalog,
         disk.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
     )
-    .unwrap();
+    .expect("test value");
     assert_eq!(restored, m);
 }
 
@@ -288,9 +291,9 @@ fn events_get_sequential_groups_and_least_loaded_placement() {
             (4, vec![5, 1, 2])
         ]
     );
-    let c = m.catalog().unwrap();
+    let c = m.catalog().expect("test value");
     assert_eq!(
-        c.event_of_group(3).unwrap().spec.event_id,
+        c.event_of_group(3).expect("test value").spec.event_id,
         Uuid::from_u128(102)
     );
 }
@@ -412,7 +415,7 @@ fn users_register_once_per_email() {
         &out[2],
         Response::Catalog(CatalogResponse::Rejected(CatalogRejection::Invalid(_)))
     ));
-    let c = m.catalog().unwrap();
+    let c = m.catalog().expect("test value");
     assert_eq!(
         c.user_by_email("fan@example.com").map(|u| u.user_id),
         Some(Uuid::from_u128(1))
