@@ -138,12 +138,12 @@ fn set_headers(headers: &mut HeaderMap, v: &Verdict) {
 
 /// Who is asking: the user of a valid session token, else the API key, else the
 /// address. Returns the key and whether the request is authenticated.
-fn client_key(ctx: &AppState, headers: &HeaderMap, addr: Option<SocketAddr>) -> (String, bool) {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "));
-    if let Some(claims) = token.and_then(|t| super::tokens::verify_session(ctx, t.trim()).ok()) {
+fn client_key(
+    headers: &HeaderMap,
+    claims: Option<&super::tokens::Claims>,
+    addr: Option<SocketAddr>,
+) -> (String, bool) {
+    if let Some(claims) = claims {
         return (format!("user:{}", claims.sub), true);
     }
     if let Some(key) = headers.get("x-api-key").and_then(|k| k.to_str().ok()) {
@@ -160,7 +160,7 @@ fn client_key(ctx: &AppState, headers: &HeaderMap, addr: Option<SocketAddr>) -> 
 
 /// The middleware: checks the route's category and, for authenticated requests, the
 /// user's overall budget; the tighter one's headers go on the response.
-pub async fn limit(State(ctx): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn limit(State(ctx): State<AppState>, mut req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -169,7 +169,13 @@ pub async fn limit(State(ctx): State<AppState>, req: Request, next: Next) -> Res
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let (key, authenticated) = client_key(&ctx, req.headers(), addr);
+    // Verify a bearer token once here; the handler's `AuthUser` reuses the claims.
+    let claims = super::tokens::bearer(req.headers())
+        .and_then(|t| super::tokens::verify_session(&ctx, t).ok());
+    let (key, authenticated) = client_key(req.headers(), claims.as_ref(), addr);
+    if let Some(c) = claims {
+        req.extensions_mut().insert(c);
+    }
     let mut scopes = Vec::new();
     if let Some(s) = route.as_deref().and_then(|r| category(req.method(), r)) {
         scopes.push(s);

@@ -100,6 +100,27 @@ impl Peers {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// One unary call to `node`: its channel, the timeout both as `grpc-timeout`
+    /// and on our side, and the reply's message.
+    async fn call<Req, Resp, Fut>(
+        &self,
+        node: NodeId,
+        addr: &str,
+        timeout: Duration,
+        msg: Req,
+        rpc: impl FnOnce(PeerClient<Channel>, tonic::Request<Req>) -> Fut,
+    ) -> Result<Resp, tonic::Status>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let client = self
+            .client(node, addr)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut req = tonic::Request::new(msg);
+        req.set_timeout(timeout);
+        Ok(within(timeout, rpc(client, req)).await?.into_inner())
+    }
+
     /// Identity and liveness probe of a peer.
     pub async fn hello(
         &self,
@@ -107,15 +128,14 @@ impl Peers {
         addr: &str,
         timeout: Duration,
     ) -> Result<HelloReply, tonic::Status> {
-        let mut client = self
-            .client(node, addr)
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let mut req = tonic::Request::new(HelloRequest {
+        let msg = HelloRequest {
             cluster: self.inner.cluster.clone(),
             from: self.inner.me,
-        });
-        req.set_timeout(timeout);
-        Ok(within(timeout, client.hello(req)).await?.into_inner())
+        };
+        self.call(node, addr, timeout, msg, |mut c, r| async move {
+            c.hello(r).await
+        })
+        .await
     }
 
     /// Forwards an encoded proposal to `node`, which applies it if it leads `group`.
@@ -127,21 +147,18 @@ impl Peers {
         command: Vec<u8>,
         timeout: Duration,
     ) -> Result<ForwardReply, tonic::Status> {
-        let mut client = self
-            .client(node, addr)
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let mut req = tonic::Request::new(ForwardRequest {
+        let msg = ForwardRequest {
             cluster: self.inner.cluster.clone(),
             group_id: group.0,
             from: self.inner.me,
             command,
-        });
-        req.set_timeout(timeout);
-        Ok(within(timeout, client.forward(req)).await?.into_inner())
+        };
+        self.call(node, addr, timeout, msg, |mut c, r| async move {
+            c.forward(r).await
+        })
+        .await
     }
-}
 
-impl Peers {
     /// Asks `node` for `group`'s read index (it answers if it leads the group).
     pub async fn read_index(
         &self,
@@ -150,20 +167,17 @@ impl Peers {
         group: GroupId,
         timeout: Duration,
     ) -> Result<ReadIndexReply, tonic::Status> {
-        let mut client = self
-            .client(node, addr)
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let mut req = tonic::Request::new(ReadIndexRequest {
+        let msg = ReadIndexRequest {
             cluster: self.inner.cluster.clone(),
             group_id: group.0,
             from: self.inner.me,
-        });
-        req.set_timeout(timeout);
-        Ok(within(timeout, client.read_index(req)).await?.into_inner())
+        };
+        self.call(node, addr, timeout, msg, |mut c, r| async move {
+            c.read_index(r).await
+        })
+        .await
     }
-}
 
-impl Peers {
     /// Sends an encoded query to `node` (see `QueryRequest` in the proto).
     pub async fn query(
         &self,
@@ -174,18 +188,17 @@ impl Peers {
         query: Vec<u8>,
         timeout: Duration,
     ) -> Result<QueryReply, tonic::Status> {
-        let mut client = self
-            .client(node, addr)
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let mut req = tonic::Request::new(QueryRequest {
+        let msg = QueryRequest {
             cluster: self.inner.cluster.clone(),
             group_id: group.0,
             from: self.inner.me,
             linearizable,
             query,
-        });
-        req.set_timeout(timeout);
-        Ok(within(timeout, client.query(req)).await?.into_inner())
+        };
+        self.call(node, addr, timeout, msg, |mut c, r| async move {
+            c.query(r).await
+        })
+        .await
     }
 }
 
