@@ -3,9 +3,10 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::extract::{request_id_for, Admin, Json};
 use super::{ApiError, AppState};
 use crate::domain::catalog::{
@@ -14,8 +15,8 @@ use crate::domain::catalog::{
 use crate::domain::{CommandBody, Proposal, Response};
 use crate::raft::GroupId;
 
-/// `POST /v1/admin/venues` body.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/admin/venues` body: a venue and its seating plan.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVenue {
     name: String,
@@ -25,24 +26,45 @@ pub struct CreateVenue {
     country: String,
     #[serde(default)]
     timezone: String,
+    #[schema(min_items = 1)]
     sections: Vec<SectionBody>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A section: named rows of numbered seats.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SectionBody {
+pub struct SectionBody {
     name: String,
+    #[schema(min_items = 1)]
     rows: Vec<RowBody>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A row: its label and how many seats it has (numbered from 1).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RowBody {
+pub struct RowBody {
     row: String,
+    #[schema(minimum = 1)]
     seats: u32,
 }
 
+/// A venue just created.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VenueCreated {
+    pub venue_id: uuid::Uuid,
+    /// Seats over all sections.
+    pub capacity: u64,
+}
+
 /// Creates a venue in the catalog through the catalog leader.
+#[utoipa::path(post, path = "/v1/admin/venues", operation_id = "createVenue", tag = "admin",
+    security(("admin_key" = [])),
+    request_body = CreateVenue,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key create one venue")),
+    responses(
+        (status = 201, description = "Venue created", body = VenueCreated),
+        (status = 409, description = "The venue exists", body = ErrorBody),
+    ))]
 pub async fn create_venue(
     State(ctx): State<AppState>,
     _admin: Admin,
@@ -81,7 +103,7 @@ pub async fn create_venue(
     match applied.response {
         Response::Catalog(CatalogResponse::VenueCreated { venue_id, capacity }) => Ok((
             StatusCode::CREATED,
-            axum::Json(json!({ "venue_id": venue_id, "capacity": capacity })),
+            axum::Json(VenueCreated { venue_id, capacity }),
         )),
         Response::Catalog(CatalogResponse::Rejected(CatalogRejection::Invalid(msg))) => {
             Err(ApiError::validation(msg))
@@ -95,20 +117,60 @@ pub async fn create_venue(
     }
 }
 
+/// A node of the cluster and its liveness as this node sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeView {
+    pub node_id: u64,
+    pub peer_addr: String,
+    pub http_addr: String,
+    /// `up` if it answered recently, else `down`.
+    pub state: &'static str,
+}
+
+/// A Raft group this node replicates.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupView {
+    pub group_id: u64,
+    /// The event whose inventory the group holds; null for the catalog (group 0).
+    pub event_id: Option<uuid::Uuid>,
+    pub members: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// Leader, Follower, Candidate or Learner.
+    pub state: String,
+    pub last_applied: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    /// True while the group is idle and its heartbeats are off.
+    pub quiesced: bool,
+}
+
+/// The cluster as one node sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterView {
+    /// The node that answered.
+    pub node_id: u64,
+    pub nodes: Vec<NodeView>,
+    pub groups: Vec<GroupView>,
+}
+
 /// `GET /v1/admin/cluster`: nodes and their liveness, groups and their Raft state as
 /// this node sees them.
+#[utoipa::path(get, path = "/v1/admin/cluster", operation_id = "cluster", tag = "admin",
+    security(("admin_key" = [])),
+    responses((status = 200, description = "Nodes and groups as this node sees them", body = ClusterView)))]
 pub async fn cluster(State(ctx): State<AppState>, _admin: Admin) -> impl IntoResponse {
     let nodes: Vec<_> = ctx
         .config
         .nodes
         .iter()
-        .map(|n| {
-            json!({
-                "node_id": n.id,
-                "peer_addr": n.peer_addr.to_string(),
-                "http_addr": n.http_addr.to_string(),
-                "state": ctx.liveness.state_of(n.id),
-            })
+        .map(|n| NodeView {
+            node_id: n.id,
+            peer_addr: n.peer_addr.to_string(),
+            http_addr: n.http_addr.to_string(),
+            state: ctx.liveness.state_of(n.id),
         })
         .collect();
     let event_of = |group: u64| {
@@ -127,23 +189,25 @@ pub async fn cluster(State(ctx): State<AppState>, _admin: Admin) -> impl IntoRes
         .map(|g| {
             let m = g.raft.metrics().borrow().clone();
             let membership = m.membership_config.membership();
-            let voters: Vec<u64> = membership.voter_ids().collect();
-            let learners: Vec<u64> = membership.learner_ids().collect();
-            json!({
-                "group_id": g.id.0,
-                "event_id": event_of(g.id.0),
-                "members": voters,
-                "learners": learners,
-                "leader": m.current_leader,
-                "term": m.current_term,
-                "state": format!("{:?}", m.state),
-                "last_applied": m.last_applied.map(|l| l.index),
-                "last_log_index": m.last_log_index,
-                "snapshot_index": m.snapshot.map(|l| l.index),
-                "purged_index": m.purged.map(|l| l.index),
-                "quiesced": g.quiet.is_quiesced(),
-            })
+            GroupView {
+                group_id: g.id.0,
+                event_id: event_of(g.id.0),
+                members: membership.voter_ids().collect(),
+                learners: membership.learner_ids().collect(),
+                leader: m.current_leader,
+                term: m.current_term,
+                state: format!("{:?}", m.state),
+                last_applied: m.last_applied.map(|l| l.index),
+                last_log_index: m.last_log_index,
+                snapshot_index: m.snapshot.map(|l| l.index),
+                purged_index: m.purged.map(|l| l.index),
+                quiesced: g.quiet.is_quiesced(),
+            }
         })
         .collect();
-    axum::Json(json!({ "node_id": ctx.me, "nodes": nodes, "groups": groups }))
+    axum::Json(ClusterView {
+        node_id: ctx.me,
+        nodes,
+        groups,
+    })
 }

@@ -8,10 +8,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::extract::{request_id_for, Admin, Json};
 use super::{ApiError, AppState};
 use crate::domain::catalog::{ApiKey, CatalogCommand, CatalogRejection, CatalogResponse};
@@ -22,13 +23,30 @@ fn hash(secret: &[u8]) -> [u8; 32] {
     Sha256::digest(secret).into()
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/admin/api-keys` body: a name to recognise the key by.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     name: String,
 }
 
+/// A new API key; `api_key` is the secret, shown only here.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyCreated {
+    pub api_key: String,
+    pub key_id: uuid::Uuid,
+    pub name: String,
+}
+
 /// `POST /v1/admin/api-keys`: the secret is shown once, in this response.
+#[utoipa::path(post, path = "/v1/admin/api-keys", operation_id = "createApiKey", tag = "admin",
+    security(("admin_key" = [])),
+    request_body = CreateKey,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry is refused (409): the secret is never shown twice")),
+    responses(
+        (status = 201, description = "Key minted", body = KeyCreated),
+        (status = 409, description = "This Idempotency-Key already minted a key", body = ErrorBody),
+    ))]
 pub async fn create(
     State(ctx): State<AppState>,
     _admin: Admin,
@@ -55,7 +73,11 @@ pub async fn create(
         Outcome::Catalog(CatalogResponse::ApiKeyCreated { key_id }) if key_id == key.key_id => {
             Ok((
                 StatusCode::CREATED,
-                axum::Json(json!({ "api_key": api_key, "key_id": key_id, "name": key.name })),
+                axum::Json(KeyCreated {
+                    api_key,
+                    key_id,
+                    name: key.name,
+                }),
             ))
         }
         // A retry with the same Idempotency-Key: the secret was shown the first time.

@@ -9,9 +9,10 @@ use argon2::Argon2;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::extract::{request_id_for, Json};
 use super::tokens::{mint_session, AuthUser};
 use super::{ApiError, AppState};
@@ -25,19 +26,44 @@ use crate::raft::GroupId;
 /// long whether or not the account exists.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0VBj5BV3ydh2yTq8Vko6dBSqfYkKTzqUxGOPGIt3yUE";
 
-#[derive(Debug, Deserialize)]
+/// A new account.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Register {
+    #[schema(format = Email, example = "fan@example.com")]
     email: String,
+    /// At least 8 characters.
+    #[schema(min_length = 8)]
     password: String,
+    #[schema(min_length = 1)]
     name: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// Credentials for a session token.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     email: String,
     password: String,
+}
+
+/// An account, as its owner sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub user_id: uuid::Uuid,
+    pub email: String,
+    pub name: String,
+}
+
+/// A session token (JWT, HS256) for `Authorization: Bearer`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Session {
+    pub access_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+    pub user_id: uuid::Uuid,
 }
 
 /// Runs argon2 on the blocking pool.
@@ -50,6 +76,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// `POST /v1/auth/register`.
+#[utoipa::path(post, path = "/v1/auth/register", operation_id = "register", tag = "accounts",
+    request_body = Register,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first registration")),
+    responses(
+        (status = 201, description = "Account created", body = UserView),
+        (status = 409, description = "EMAIL_TAKEN: an account with this email exists", body = ErrorBody),
+    ))]
 pub async fn register(
     State(ctx): State<AppState>,
     headers: HeaderMap,
@@ -88,7 +121,11 @@ pub async fn register(
                 .unwrap_or((user.email, user.name));
             Ok((
                 StatusCode::CREATED,
-                axum::Json(json!({ "user_id": user_id, "email": email, "name": name })),
+                axum::Json(UserView {
+                    user_id,
+                    email,
+                    name,
+                }),
             ))
         }
         Response::Catalog(CatalogResponse::Rejected(CatalogRejection::EmailTaken)) => Err(
@@ -104,6 +141,12 @@ pub async fn register(
 }
 
 /// `POST /v1/auth/login`.
+#[utoipa::path(post, path = "/v1/auth/login", operation_id = "login", tag = "accounts",
+    request_body = Login,
+    responses(
+        (status = 200, description = "A session token", body = Session),
+        (status = 401, description = "INVALID_CREDENTIALS: wrong email or password", body = ErrorBody),
+    ))]
 pub async fn login(
     State(ctx): State<AppState>,
     Json(body): Json<Login>,
@@ -129,17 +172,27 @@ pub async fn login(
     .await?;
     let user = user.filter(|_| ok).ok_or_else(invalid)?;
     let (token, ttl) = mint_session(&ctx, user.user_id)?;
-    Ok(axum::Json(json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": ttl,
-        "user_id": user.user_id,
-    })))
+    Ok(axum::Json(Session {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: ttl,
+        user_id: user.user_id,
+    }))
 }
 
 /// `GET /v1/me`.
+#[utoipa::path(get, path = "/v1/me", operation_id = "me", tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's account", body = UserView),
+        (status = 401, description = "Missing, invalid or expired session token", body = ErrorBody),
+    ))]
 pub async fn me(AuthUser(user): AuthUser) -> impl IntoResponse {
-    axum::Json(json!({ "user_id": user.user_id, "email": user.email, "name": user.name }))
+    axum::Json(UserView {
+        user_id: user.user_id,
+        email: user.email,
+        name: user.name,
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::routing::RouteError;
 
@@ -99,17 +101,41 @@ impl ApiError {
     }
 }
 
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, in the spec's error format.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable upper-case code, e.g. `VALIDATION_FAILED`, `RATE_LIMITED`.
+    #[schema(example = "VALIDATION_FAILED")]
+    pub code: &'static str,
+    /// A human-readable explanation.
+    pub message: String,
+    /// Structured context; an empty object when there is none.
+    #[schema(value_type = Object)]
+    pub details: Value,
+    /// The request's id, also in the `X-Request-ID` header.
+    pub request_id: String,
+    /// When the error was produced (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": {
-                "code": self.code,
-                "message": self.message,
-                "details": self.details,
-                "request_id": current_request_id(),
-                "timestamp": now_rfc3339(),
-            }
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                details: self.details,
+                request_id: current_request_id(),
+                timestamp: now_rfc3339(),
+            },
+        };
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()

@@ -6,10 +6,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::error::ErrorBody;
 use super::extract::{request_id_for, Admin, Json, Path};
 use super::{ApiError, AppState};
 use crate::domain::catalog::{
@@ -23,7 +24,7 @@ use crate::domain::{CommandBody, Proposal, Query, QueryResult, Response};
 use crate::raft::GroupId;
 
 /// `POST /v1/admin/events` body (api-extensions.md).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEvent {
     name: String,
@@ -45,9 +46,10 @@ pub struct CreateEvent {
     image_url: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A pricing tier: a price (and fees) for seats of the named sections.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TierBody {
+pub struct TierBody {
     name: String,
     price: f64,
     #[serde(default)]
@@ -55,9 +57,10 @@ struct TierBody {
     sections: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Waiting-room settings.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct QueueBody {
+pub struct QueueBody {
     enabled: bool,
     max_size: u64,
     admission_per_second: u32,
@@ -107,8 +110,27 @@ impl CreateEvent {
     }
 }
 
+/// An event just created and where its group was placed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventCreated {
+    pub event_id: Uuid,
+    pub group_id: u64,
+    /// Nodes replicating the event's group.
+    pub replicas: Vec<u64>,
+    /// The group's leader, once its first write went through.
+    pub leader: Option<u64>,
+}
+
 /// Creates an event: the catalog records it and places its group; then the group's
 /// first write binds it to the event, which also tells us its leader.
+#[utoipa::path(post, path = "/v1/admin/events", operation_id = "createEvent", tag = "admin",
+    security(("admin_key" = [])),
+    request_body = CreateEvent,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key create one event")),
+    responses(
+        (status = 201, description = "Event created and placed", body = EventCreated),
+        (status = 409, description = "The event exists", body = ErrorBody),
+    ))]
 pub async fn create(
     State(ctx): State<AppState>,
     _admin: Admin,
@@ -154,12 +176,12 @@ pub async fn create(
     };
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({
-            "event_id": event_id,
-            "group_id": group_id,
-            "replicas": replicas,
-            "leader": leader,
-        })),
+        axum::Json(EventCreated {
+            event_id,
+            group_id,
+            replicas,
+            leader,
+        }),
     ))
 }
 
@@ -185,15 +207,16 @@ fn catalog_rejection(r: CatalogRejection) -> ApiError {
 }
 
 /// `PATCH /v1/admin/events/{event_id}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchEvent {
     status: StatusBody,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// A sale status an operator can set.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum StatusBody {
+pub enum StatusBody {
     OnSale,
     Paused,
     Cancelled,
@@ -209,7 +232,27 @@ pub fn status_name(s: SaleOverride) -> &'static str {
     }
 }
 
+/// An event's operator status after a change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusChanged {
+    pub event_id: Uuid,
+    /// SCHEDULED, ON_SALE, PAUSED or CANCELLED.
+    pub status: &'static str,
+    pub changed_at: Option<DateTime<Utc>>,
+}
+
 /// Changes an event's sale status in the event's own group.
+#[utoipa::path(patch, path = "/v1/admin/events/{event_id}", operation_id = "setEventStatus", tag = "admin",
+    security(("admin_key" = [])),
+    request_body = PatchEvent,
+    params(
+        ("event_id" = Uuid, Path, description = "The event"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once"),
+    ),
+    responses(
+        (status = 200, description = "Status changed", body = StatusChanged),
+        (status = 409, description = "ALREADY_CANCELLED: a cancelled event's status cannot change", body = ErrorBody),
+    ))]
 pub async fn patch(
     State(ctx): State<AppState>,
     _admin: Admin,
@@ -233,12 +276,11 @@ pub async fn patch(
             event_id,
             status,
             changed_ms,
-        }) => Ok(axum::Json(json!({
-            "event_id": event_id,
-            "status": status_name(status),
-            "changed_at": DateTime::from_timestamp_millis(changed_ms)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        }))),
+        }) => Ok(axum::Json(StatusChanged {
+            event_id,
+            status: status_name(status),
+            changed_at: DateTime::from_timestamp_millis(changed_ms),
+        })),
         Response::Inventory(InventoryResponse::Rejected(InventoryRejection::Cancelled)) => {
             Err(ApiError::conflict(
                 "ALREADY_CANCELLED",
@@ -252,16 +294,18 @@ pub async fn patch(
 }
 
 /// `?consistency=` of event reads.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReadParams {
     #[serde(default)]
     consistency: Consistency,
 }
 
-#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+/// `linearizable` (through the group leader, the default) or `local` (this replica).
+#[derive(Debug, Default, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
-enum Consistency {
+pub enum Consistency {
     /// Reflects every write acknowledged before the read (the leader's read index).
     #[default]
     Linearizable,
@@ -269,8 +313,29 @@ enum Consistency {
     Local,
 }
 
+/// An event's placement and operator status, with how it was read.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminEventView {
+    pub event_id: Uuid,
+    pub name: String,
+    pub group_id: u64,
+    pub replicas: Vec<u64>,
+    /// SCHEDULED, ON_SALE, PAUSED or CANCELLED.
+    pub status: &'static str,
+    pub status_changed_at: Option<DateTime<Utc>>,
+    pub consistency: Consistency,
+    /// The group's log index the answer reflects.
+    pub applied_index: u64,
+    /// The node whose replica answered.
+    pub served_by: u64,
+}
+
 /// `GET /v1/admin/events/{event_id}`: the catalog's record of an event and its
 /// group's sale status, read at the requested consistency.
+#[utoipa::path(get, path = "/v1/admin/events/{event_id}", operation_id = "adminGetEvent", tag = "admin",
+    security(("admin_key" = [])),
+    params(("event_id" = Uuid, Path, description = "The event"), ReadParams),
+    responses((status = 200, description = "The event's group and status", body = AdminEventView)))]
 pub async fn get(
     State(ctx): State<AppState>,
     _admin: Admin,
@@ -300,18 +365,17 @@ pub async fn get(
             "group {group_id} does not hold an inventory"
         )));
     };
-    Ok(axum::Json(json!({
-        "event_id": event_id,
-        "name": name,
-        "group_id": group_id.0,
-        "replicas": replicas,
-        "status": status_name(view.status),
-        "status_changed_at": (view.changed_ms != 0)
+    Ok(axum::Json(AdminEventView {
+        event_id,
+        name,
+        group_id: group_id.0,
+        replicas,
+        status: status_name(view.status),
+        status_changed_at: (view.changed_ms != 0)
             .then(|| DateTime::from_timestamp_millis(view.changed_ms))
-            .flatten()
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        "consistency": if linearizable { "linearizable" } else { "local" },
-        "applied_index": answer.applied_index,
-        "served_by": answer.served_by,
-    })))
+            .flatten(),
+        consistency: params.consistency,
+        applied_index: answer.applied_index,
+        served_by: answer.served_by,
+    }))
 }

@@ -12,6 +12,7 @@ mod error;
 mod events;
 mod extract;
 mod node;
+pub mod openapi;
 mod ratelimit;
 pub mod tokens;
 mod venues;
@@ -27,7 +28,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -36,6 +36,53 @@ use crate::server::NodeCtx;
 /// Shared state of every handler.
 pub type AppState = Arc<NodeCtx>;
 
+/// A (method, path) the node routes; the method in lower case.
+pub type Route = (&'static str, &'static str);
+
+/// Builds a router from `method "path" => handler` lines and lists what it routes,
+/// so the router and the OpenAPI completeness test share one table.
+macro_rules! table {
+    ($($method:ident $path:literal => $handler:path),* $(,)?) => {
+        (
+            Router::new()$(.route($path, axum::routing::$method($handler)))*,
+            vec![$((stringify!($method), $path)),*],
+        )
+    };
+}
+
+/// The node's own endpoints, outside the limits so an overloaded node still reports.
+fn node_routes() -> (Router<AppState>, Vec<Route>) {
+    table! {
+        get "/health" => node::health,
+        get "/metrics" => node::metrics,
+    }
+}
+
+/// The public API. Add routes only here; `openapi::ApiDoc` must list each.
+fn v1_routes() -> (Router<AppState>, Vec<Route>) {
+    table! {
+        get "/v1/openapi.json" => openapi::document,
+        get "/v1/admin/cluster" => admin::cluster,
+        post "/v1/admin/api-keys" => apikeys::create,
+        post "/v1/admin/venues" => admin::create_venue,
+        post "/v1/admin/events" => events::create,
+        patch "/v1/admin/events/{event_id}" => events::patch,
+        get "/v1/admin/events/{event_id}" => events::get,
+        post "/v1/auth/register" => auth::register,
+        post "/v1/auth/login" => auth::login,
+        get "/v1/me" => auth::me,
+        get "/v1/venues" => venues::list,
+        get "/v1/venues/{venue_id}" => venues::get,
+    }
+}
+
+/// Every (method, path) the node routes.
+pub fn routed() -> Vec<Route> {
+    let mut all = node_routes().1;
+    all.extend(v1_routes().1);
+    all
+}
+
 /// The node's HTTP application.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.api.max_body_bytes;
@@ -43,20 +90,8 @@ pub fn router(state: AppState) -> Router {
     // The public API: bounded in-flight work (shed at once when full), then rate
     // limits. `/health` and `/metrics` stay outside both, so an overloaded node
     // still reports on itself.
-    let v1 = Router::new()
-        .route("/v1/admin/cluster", get(admin::cluster))
-        .route("/v1/admin/api-keys", post(apikeys::create))
-        .route("/v1/admin/venues", post(admin::create_venue))
-        .route("/v1/admin/events", post(events::create))
-        .route(
-            "/v1/admin/events/{event_id}",
-            patch(events::patch).get(events::get),
-        )
-        .route("/v1/auth/register", post(auth::register))
-        .route("/v1/auth/login", post(auth::login))
-        .route("/v1/me", get(auth::me))
-        .route("/v1/venues", get(venues::list))
-        .route("/v1/venues/{venue_id}", get(venues::get))
+    let v1 = v1_routes()
+        .0
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             ratelimit::limit,
@@ -74,9 +109,8 @@ pub fn router(state: AppState) -> Router {
                     max_in_flight,
                 )),
         );
-    Router::new()
-        .route("/health", get(node::health))
-        .route("/metrics", get(node::metrics))
+    node_routes()
+        .0
         .merge(v1)
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
@@ -178,4 +212,43 @@ async fn observe(req: Request, next: Next) -> Response {
         "request"
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn every_routed_method_and_path_is_in_the_openapi_document_and_nothing_else() {
+        let routed: BTreeSet<(String, String)> = super::routed()
+            .into_iter()
+            .map(|(m, p)| (m.to_uppercase(), p.to_string()))
+            .collect();
+        let documented: BTreeSet<(String, String)> =
+            super::openapi::operations().into_iter().collect();
+        let undocumented: Vec<_> = routed.difference(&documented).collect();
+        let unrouted: Vec<_> = documented.difference(&routed).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routed but missing from /v1/openapi.json: {undocumented:?}"
+        );
+        assert!(
+            unrouted.is_empty(),
+            "documented but not routed: {unrouted:?}"
+        );
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_error_schemas() {
+        let doc: serde_json::Value =
+            serde_json::from_str(super::openapi::document_json()).expect("valid JSON");
+        assert!(doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")));
+        assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+        let register = &doc["paths"]["/v1/auth/register"]["post"]["responses"];
+        for status in ["201", "400", "409", "422", "429", "503"] {
+            assert!(register[status].is_object(), "register lacks {status}");
+        }
+    }
 }

@@ -3,13 +3,31 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::raft::GroupId;
 
-/// 200 when this node can serve (its catalog replica runs, knows a leader and has
-/// applied the cluster's genesis), 503 otherwise, with the reason.
+/// Whether this node can serve: it knows a catalog leader and the cluster exists.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `unavailable`.
+    pub status: &'static str,
+    pub node_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog_leader: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+/// `GET /health`: 200 when this node can serve (its catalog replica runs, knows a
+/// leader and has applied the cluster's genesis), 503 otherwise, with the reason.
+#[utoipa::path(get, path = "/health", operation_id = "health", tag = "node",
+    responses(
+        (status = 200, description = "The node serves", body = Health),
+        (status = 503, description = "No catalog leader known yet, or still bootstrapping", body = Health),
+    ))]
 pub async fn health(State(ctx): State<AppState>) -> impl IntoResponse {
     let leader = ctx.groups.get(GroupId::CATALOG).and_then(|g| {
         let genesis = g
@@ -25,18 +43,29 @@ pub async fn health(State(ctx): State<AppState>) -> impl IntoResponse {
     match leader {
         Some(leader) => (
             StatusCode::OK,
-            axum::Json(json!({"status": "ok", "node_id": ctx.me, "catalog_leader": leader})),
+            axum::Json(Health {
+                status: "ok",
+                node_id: ctx.me,
+                catalog_leader: Some(leader),
+                reason: None,
+            }),
         ),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(
-                json!({"status": "unavailable", "node_id": ctx.me, "reason": "no catalog leader known yet, or the cluster is still bootstrapping"}),
-            ),
+            axum::Json(Health {
+                status: "unavailable",
+                node_id: ctx.me,
+                catalog_leader: None,
+                reason: Some("no catalog leader known yet, or the cluster is still bootstrapping"),
+            }),
         ),
     }
 }
 
-/// Prometheus text: per-group Raft gauges sampled now, plus the request metrics.
+/// `GET /metrics`: Prometheus text, per-group Raft gauges sampled now, plus the
+/// request metrics.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "node",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(ctx): State<AppState>) -> impl IntoResponse {
     for g in ctx.groups.list() {
         let m = g.raft.metrics().borrow().clone();

@@ -4,33 +4,92 @@
 
 use axum::extract::State;
 use axum::response::IntoResponse;
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::extract::Path;
 use super::{ApiError, AppState};
 use crate::domain::catalog::Venue;
 use crate::raft::GroupId;
 
-fn venue_json(v: &Venue) -> Value {
-    let created = chrono::DateTime::from_timestamp_millis(v.created_ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    json!({
-        "venue_id": v.venue_id,
-        "name": v.name,
-        "city": v.city,
-        "state": v.state,
-        "country": v.country,
-        "timezone": v.timezone,
-        "capacity": v.capacity,
-        "sections": v.sections.iter().map(|s| json!({
-            "name": s.name,
-            "rows": s.rows.iter().map(|r| json!({"row": r.row, "seats": r.seats})).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "created_at": created,
-    })
+/// A row of a venue's section.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RowView {
+    pub row: String,
+    pub seats: u32,
 }
 
-/// Runs `f` on the local catalog replica, returning its result and applied index.
+/// A section of a venue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SectionView {
+    pub name: String,
+    pub rows: Vec<RowView>,
+}
+
+/// A venue and its seating plan.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VenueView {
+    pub venue_id: uuid::Uuid,
+    pub name: String,
+    pub city: String,
+    pub state: String,
+    pub country: String,
+    pub timezone: String,
+    pub capacity: u64,
+    pub sections: Vec<SectionView>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Venue> for VenueView {
+    fn from(v: &Venue) -> Self {
+        Self {
+            venue_id: v.venue_id,
+            name: v.name.clone(),
+            city: v.city.clone(),
+            state: v.state.clone(),
+            country: v.country.clone(),
+            timezone: v.timezone.clone(),
+            capacity: v.capacity,
+            sections: v
+                .sections
+                .iter()
+                .map(|s| SectionView {
+                    name: s.name.clone(),
+                    rows: s
+                        .rows
+                        .iter()
+                        .map(|r| RowView {
+                            row: r.row.clone(),
+                            seats: r.seats,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            created_at: DateTime::from_timestamp_millis(v.created_ms),
+        }
+    }
+}
+
+/// Every venue, from this node's catalog replica.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VenueList {
+    pub venues: Vec<VenueView>,
+    /// The catalog log index the answer reflects.
+    pub applied_index: u64,
+}
+
+/// One venue, from this node's catalog replica.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VenueRead {
+    #[serde(flatten)]
+    pub venue: VenueView,
+    /// The catalog log index the answer reflects.
+    pub applied_index: u64,
+}
+
+/// Runs `f` on this node's catalog replica; also returns the applied index.
 fn with_catalog<T>(
     ctx: &AppState,
     f: impl FnOnce(&crate::domain::catalog::Catalog) -> T,
@@ -46,21 +105,34 @@ fn with_catalog<T>(
     Ok((f(catalog), st.last_applied.map(|l| l.index).unwrap_or(0)))
 }
 
-/// `GET /v1/venues`: every venue, in id order.
+/// `GET /v1/venues`.
+#[utoipa::path(get, path = "/v1/venues", operation_id = "listVenues", tag = "venues",
+    responses((status = 200, description = "Every venue", body = VenueList)))]
 pub async fn list(State(ctx): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (venues, applied) = with_catalog(&ctx, |c| c.venues().map(venue_json).collect::<Vec<_>>())?;
-    Ok(axum::Json(
-        json!({ "venues": venues, "applied_index": applied }),
-    ))
+    let (venues, applied_index) = with_catalog(&ctx, |c| {
+        c.venues().map(VenueView::from).collect::<Vec<_>>()
+    })?;
+    Ok(axum::Json(VenueList {
+        venues,
+        applied_index,
+    }))
 }
 
 /// `GET /v1/venues/{venue_id}`.
+#[utoipa::path(get, path = "/v1/venues/{venue_id}", operation_id = "getVenue", tag = "venues",
+    params(("venue_id" = uuid::Uuid, Path, description = "The venue")),
+    responses(
+        (status = 200, description = "The venue", body = VenueRead),
+        (status = 404, description = "No such venue", body = ErrorBody),
+    ))]
 pub async fn get(
     State(ctx): State<AppState>,
     Path(id): Path<uuid::Uuid>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (venue, applied) = with_catalog(&ctx, |c| c.venue(&id).map(venue_json))?;
-    let mut venue = venue.ok_or_else(|| ApiError::not_found(format!("venue {id} not found")))?;
-    venue["applied_index"] = json!(applied);
-    Ok(axum::Json(venue))
+    let (venue, applied_index) = with_catalog(&ctx, |c| c.venue(&id).map(VenueView::from))?;
+    let venue = venue.ok_or_else(|| ApiError::not_found(format!("venue {id} not found")))?;
+    Ok(axum::Json(VenueRead {
+        venue,
+        applied_index,
+    }))
 }
