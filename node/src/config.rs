@@ -33,6 +33,8 @@ pub struct ClusterConfig {
     pub api: ApiSettings,
     #[serde(default)]
     pub rate_limits: RateLimits,
+    #[serde(default)]
+    pub inventory: InventorySettings,
     /// Directory of the file this was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -111,6 +113,28 @@ impl Default for ApiSettings {
             session_ttl_seconds: 3600,
             max_in_flight: 1024,
             require_api_key: false,
+        }
+    }
+}
+
+/// Seat holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventorySettings {
+    /// How long a hold lasts.
+    pub hold_seconds: u64,
+    /// Tickets one user may hold and buy for one event, together.
+    pub max_tickets_per_user: u32,
+    /// How often a group leader looks for holds that are due, to expire them.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for InventorySettings {
+    fn default() -> Self {
+        Self {
+            hold_seconds: 600,
+            max_tickets_per_user: 8,
+            sweep_interval_ms: 1000,
         }
     }
 }
@@ -237,6 +261,16 @@ impl ClusterConfig {
         }
         if r.liveness_interval_ms == 0 || r.peer_down_after_ms <= r.liveness_interval_ms {
             return bad("raft.peer_down_after_ms must exceed raft.liveness_interval_ms > 0".into());
+        }
+        let inv = &self.inventory;
+        if inv.hold_seconds == 0 || inv.hold_seconds > 86_400 {
+            return bad("inventory.hold_seconds must be 1 to 86400".into());
+        }
+        if inv.max_tickets_per_user == 0 || inv.max_tickets_per_user > 100 {
+            return bad("inventory.max_tickets_per_user must be 1 to 100".into());
+        }
+        if inv.sweep_interval_ms == 0 {
+            return bad("inventory.sweep_interval_ms must be at least 1".into());
         }
         if self.api.max_in_flight == 0 {
             return bad("api.max_in_flight must be at least 1".into());

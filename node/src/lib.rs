@@ -13,6 +13,7 @@
 //! - [`placement`] — starts and initializes the event groups the catalog places here.
 //! - [`routing`] — gets a proposal applied by its group's leader from any node, and
 //!   read indexes for linearizable reads.
+//! - [`inventory`] — opening event groups, inventory reads, the hold sweeper.
 //! - [`api`] — axum routes, error format, middleware.
 //! - [`liveness`] — node-level peer probes.
 //! - [`server`] — [`server::run`], the node as a library function.
@@ -35,6 +36,7 @@ pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod inventory;
 pub mod liveness;
 pub mod placement;
 pub mod raft;

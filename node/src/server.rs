@@ -212,6 +212,7 @@ pub async fn run(
         peers.clone(),
         cluster_uuid,
     )));
+    tasks.push(tokio::spawn(crate::inventory::sweeper(ctx.clone())));
     {
         let ctx = ctx.clone();
         tasks.push(tokio::spawn(async move {

@@ -125,6 +125,9 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() -> Result<
         .lines()
         .find_map(|l| l.trim().split_once(" generated,")?.0.parse().ok())
         .unwrap_or(0);
-    assert!(generated >= 100, "schemathesis generated {generated} cases:\n{out}");
+    assert!(
+        generated >= 100,
+        "schemathesis generated {generated} cases:\n{out}"
+    );
     Ok(())
 }

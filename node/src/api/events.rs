@@ -17,7 +17,8 @@ use crate::domain::catalog::{
     CatalogCommand, CatalogRejection, CatalogResponse, NewEvent, QueueSettings, TierSpec,
 };
 use crate::domain::inventory::{
-    InventoryCommand, InventoryQuery, InventoryRejection, InventoryResponse, SaleOverride,
+    InventoryAnswer, InventoryCommand, InventoryQuery, InventoryRejection, InventoryResponse,
+    SaleOverride,
 };
 use crate::domain::money::cents_from_decimal;
 use crate::domain::{CommandBody, Proposal, Query, QueryResult, Response};
@@ -161,16 +162,13 @@ pub async fn create(
     };
     // Route by the catalog entry we just wrote: wait until our replica has it.
     ctx.wait_applied(GroupId::CATALOG, applied.index).await?;
-    let open = Proposal {
-        request_id: Uuid::new_v5(&event_id, b"open"),
-        body: CommandBody::Inventory(InventoryCommand::Open { event_id }),
-    };
-    let leader = match ctx.propose(GroupId(group_id), open).await {
+    // The group's first write fixes its layout; if it fails now, the first read or
+    // hold of the event opens it.
+    let info = ctx.event_info(&event_id).await?;
+    let leader = match ctx.open_event(&info).await {
         Ok(a) => Some(a.leader),
         Err(e) => {
-            // The event exists and its group will form; the caller just learns no
-            // leader yet.
-            tracing::warn!(%event_id, group_id, "event group not open yet: {e}");
+            tracing::warn!(%event_id, group_id, "event group not open yet: {}", e.message);
             None
         }
     };
@@ -360,7 +358,7 @@ pub async fn get(
             ctx.deadline(),
         )
         .await?;
-    let QueryResult::Inventory(view) = answer.result else {
+    let QueryResult::Inventory(InventoryAnswer::Status(view)) = answer.result else {
         return Err(ApiError::internal(format!(
             "group {group_id} does not hold an inventory"
         )));

@@ -117,6 +117,9 @@ impl GroupMachine {
                 return Err(Error::Decode(format!("unknown machine key {k:?}")));
             }
         }
+        if let Domain::Inventory(i) = &mut m.domain {
+            i.finish_restore()?;
+        }
         Ok(m)
     }
 

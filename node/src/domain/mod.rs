@@ -11,6 +11,7 @@
 
 pub mod catalog;
 mod dedup;
+pub mod ids;
 pub mod inventory;
 mod machine;
 pub mod money;
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use catalog::{CatalogCommand, CatalogResponse};
-use inventory::{InventoryCommand, InventoryQuery, InventoryResponse, InventoryView};
+use inventory::{InventoryAnswer, InventoryCommand, InventoryQuery, InventoryResponse};
 
 /// Where and when a command is applied: its log index and its leader-stamped time
 /// (never earlier than any time the machine has seen before).
@@ -85,7 +86,7 @@ pub enum Query {
 /// What a [`Query`] returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum QueryResult {
-    Inventory(InventoryView),
+    Inventory(InventoryAnswer),
     /// The query was addressed to a group of another kind (a routing bug).
     WrongGroup,
 }

@@ -1,0 +1,454 @@
+//! One event's inventory: the state its own Raft group replicates. It binds to its
+//! event, keeps the operator's sale status and the event's seat layout, and every
+//! reservation (hold) ever made; seat states, per-tier counts, per-user ticket
+//! counts and the expiry index are derived from those and rebuilt on restore.
+//!
+//! Time is the leader's stamp (`ApplyCtx::now_ms`): every command first expires
+//! the holds that are due, so the state a command sees is the state at its time.
+//!
+//! Keys: `o` the event id, `s` the status, `l` the layout, `r{id}` a reservation.
+
+mod holds;
+mod layout;
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+pub use holds::{Reservation, ReservationStatus, SeatState};
+pub use layout::{EventLayout, RowLayout, SaleStatus, SectionLayout, TierLayout};
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::machine::encode_value;
+use super::{ApplyCtx, Change};
+use crate::codec;
+use crate::error::{Error, Result};
+
+const EVENT_KEY: &[u8] = b"o";
+const STATUS_KEY: &[u8] = b"s";
+const LAYOUT_KEY: &[u8] = b"l";
+const RESERVATION_PREFIX: u8 = b'r';
+
+/// What an operator has said about the sale; `Scheduled` follows the dates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaleOverride {
+    Scheduled,
+    OnSale,
+    Paused,
+    Cancelled,
+}
+
+/// Which seats a hold asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Pick {
+    /// These seats, all or none.
+    Seats(Vec<Uuid>),
+    /// The best `quantity` seats (of one tier, or any): adjacent in one row where
+    /// possible.
+    Best {
+        quantity: u32,
+        tier_id: Option<Uuid>,
+    },
+}
+
+/// Inventory commands. Each names its event, so a misrouted command is refused
+/// instead of applied to the wrong event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum InventoryCommand {
+    /// Binds a new group to its event and fixes its layout (the first write of
+    /// every event group; later opens are no-ops).
+    Open {
+        event_id: Uuid,
+        layout: Box<EventLayout>,
+    },
+    SetStatus {
+        event_id: Uuid,
+        status: SaleOverride,
+    },
+    /// Holds seats for a user until `hold_ms` after the command's time.
+    Reserve {
+        event_id: Uuid,
+        reservation_id: Uuid,
+        user_id: Uuid,
+        pick: Pick,
+        hold_ms: i64,
+    },
+    /// The owner gives a hold up (idempotent).
+    Release {
+        event_id: Uuid,
+        reservation_id: Uuid,
+        user_id: Uuid,
+    },
+    /// Expires every hold that is due (the leader proposes it when one is).
+    Sweep { event_id: Uuid },
+    /// A live hold's seats become SOLD (an order paid for them).
+    Convert {
+        event_id: Uuid,
+        reservation_id: Uuid,
+    },
+    /// Sold seats go back on sale (their order was cancelled and refunded).
+    Refund {
+        event_id: Uuid,
+        reservation_id: Uuid,
+    },
+}
+
+/// Reads of an event's inventory. `now_ms` is the reader's clock: a hold past its
+/// expiry reads as gone even before the sweep that releases it is applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum InventoryQuery {
+    /// Which event the group serves and its operator status.
+    Status,
+    /// Sale status and seats available per tier.
+    Availability { now_ms: i64 },
+    /// Every seat's state, by seat index.
+    Seats { now_ms: i64 },
+    /// One reservation.
+    Reservation { reservation_id: Uuid, now_ms: i64 },
+}
+
+/// The event and operator status a group holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryView {
+    pub event_id: Option<Uuid>,
+    pub status: SaleOverride,
+    pub changed_ms: i64,
+}
+
+/// Sale status and availability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AvailabilityView {
+    pub status: SaleStatus,
+    /// Available seats per tier, in tier order.
+    pub available_by_tier: Vec<u32>,
+    pub available: u32,
+    pub capacity: u32,
+    /// Stamped time of the last change to any seat (0: none yet).
+    pub last_updated_ms: i64,
+}
+
+/// Every seat's state, by seat index: 0 available, 1 reserved, 2 sold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeatsView {
+    pub states: Vec<u8>,
+    pub last_updated_ms: i64,
+}
+
+/// A reservation as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReservationView {
+    pub reservation_id: Uuid,
+    pub event_id: Uuid,
+    pub user_id: Uuid,
+    pub seat_ids: Vec<Uuid>,
+    pub status: ReservationStatus,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub price_cents: u64,
+    pub fees_cents: u64,
+}
+
+/// Answers to [`InventoryQuery`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum InventoryAnswer {
+    Status(InventoryView),
+    /// `None` until the group is opened with its layout.
+    Availability(Option<AvailabilityView>),
+    Seats(Option<SeatsView>),
+    Reservation(Option<ReservationView>),
+}
+
+/// Inventory outcomes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum InventoryResponse {
+    Status {
+        event_id: Uuid,
+        status: SaleOverride,
+        changed_ms: i64,
+    },
+    Reserved(ReservationView),
+    Released(ReservationView),
+    Converted(ReservationView),
+    Refunded(ReservationView),
+    Swept {
+        expired: u32,
+    },
+    Rejected(InventoryRejection),
+}
+
+/// Business refusals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum InventoryRejection {
+    /// The group serves another event.
+    WrongEvent {
+        serves: Uuid,
+    },
+    /// A cancelled sale stays cancelled.
+    Cancelled,
+    /// The group has no layout yet.
+    NotOpen,
+    /// Holds are not taken in this sale status.
+    NotOnSale(SaleStatus),
+    /// Held by someone else (or by another of your holds).
+    SeatsUnavailable(Vec<Uuid>),
+    /// Sold.
+    SeatsSold(Vec<Uuid>),
+    /// Best available found fewer seats than asked.
+    NotEnoughSeats {
+        available: u32,
+    },
+    /// Held and bought tickets would pass the per-user limit.
+    PurchaseLimit {
+        limit: u32,
+        have: u32,
+        asked: u32,
+    },
+    UnknownSeats(Vec<Uuid>),
+    DuplicateSeats(Vec<Uuid>),
+    UnknownTier(Uuid),
+    UnknownReservation,
+    NotOwner,
+    /// The reservation is no longer live (released, expired, converted, refunded).
+    ReservationClosed(ReservationStatus),
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct StatusRecord {
+    status: SaleOverride,
+    changed_ms: i64,
+}
+
+/// One event's replicated inventory state.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Inventory {
+    event_id: Option<Uuid>,
+    status: Option<StatusRecord>,
+    layout: Option<Box<EventLayout>>,
+    reservations: BTreeMap<Uuid, Reservation>,
+    // Derived (rebuilt by `rebuild`):
+    seats: Vec<SeatState>,
+    seat_tier: Vec<u16>,
+    available_by_tier: Vec<u32>,
+    sold: u32,
+    per_user: BTreeMap<Uuid, u32>,
+    expiries: BTreeSet<(i64, Uuid)>,
+    last_updated_ms: i64,
+}
+
+impl Inventory {
+    pub(super) fn apply(
+        &mut self,
+        cmd: InventoryCommand,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> InventoryResponse {
+        let event_id = match &cmd {
+            InventoryCommand::Open { event_id, .. }
+            | InventoryCommand::SetStatus { event_id, .. }
+            | InventoryCommand::Reserve { event_id, .. }
+            | InventoryCommand::Release { event_id, .. }
+            | InventoryCommand::Sweep { event_id }
+            | InventoryCommand::Convert { event_id, .. }
+            | InventoryCommand::Refund { event_id, .. } => *event_id,
+        };
+        if let Err(r) = self.bind(event_id, changes) {
+            return InventoryResponse::Rejected(r);
+        }
+        let expired = self.expire_due(ctx.now_ms, changes);
+        let outcome = match cmd {
+            InventoryCommand::Open { layout, .. } => {
+                if self.layout.is_none() && layout.event_id == event_id {
+                    changes.push(Change::Put(LAYOUT_KEY.to_vec(), encode_value(&layout)));
+                    self.layout = Some(layout);
+                    self.rebuild();
+                }
+                Ok(self.status_response(event_id))
+            }
+            InventoryCommand::SetStatus { status, .. } => self.set_status(status, ctx, changes),
+            InventoryCommand::Reserve {
+                reservation_id,
+                user_id,
+                pick,
+                hold_ms,
+                ..
+            } => self
+                .reserve(reservation_id, user_id, pick, hold_ms, ctx, changes)
+                .map(InventoryResponse::Reserved),
+            InventoryCommand::Release {
+                reservation_id,
+                user_id,
+                ..
+            } => self
+                .release(reservation_id, user_id, ctx, changes)
+                .map(InventoryResponse::Released),
+            InventoryCommand::Sweep { .. } => Ok(InventoryResponse::Swept { expired }),
+            InventoryCommand::Convert { reservation_id, .. } => self
+                .convert(reservation_id, ctx, changes)
+                .map(InventoryResponse::Converted),
+            InventoryCommand::Refund { reservation_id, .. } => self
+                .refund(reservation_id, ctx, changes)
+                .map(InventoryResponse::Refunded),
+        };
+        outcome.unwrap_or_else(InventoryResponse::Rejected)
+    }
+
+    fn status_record(&self) -> StatusRecord {
+        self.status.unwrap_or(StatusRecord {
+            status: SaleOverride::Scheduled,
+            changed_ms: 0,
+        })
+    }
+
+    fn set_status(
+        &mut self,
+        status: SaleOverride,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> Result<InventoryResponse, InventoryRejection> {
+        let current = self.status_record();
+        if current.status == SaleOverride::Cancelled && status != SaleOverride::Cancelled {
+            return Err(InventoryRejection::Cancelled);
+        }
+        if current.status != status {
+            let record = StatusRecord {
+                status,
+                changed_ms: ctx.now_ms,
+            };
+            changes.push(Change::Put(STATUS_KEY.to_vec(), encode_value(&record)));
+            self.status = Some(record);
+        }
+        let event_id = self.event_id.unwrap_or_default();
+        Ok(self.status_response(event_id))
+    }
+
+    fn status_response(&self, event_id: Uuid) -> InventoryResponse {
+        let s = self.status_record();
+        InventoryResponse::Status {
+            event_id,
+            status: s.status,
+            changed_ms: s.changed_ms,
+        }
+    }
+
+    /// The first command binds the group to its event; later ones must match.
+    fn bind(
+        &mut self,
+        event_id: Uuid,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), InventoryRejection> {
+        match self.event_id {
+            Some(serves) if serves != event_id => Err(InventoryRejection::WrongEvent { serves }),
+            Some(_) => Ok(()),
+            None => {
+                self.event_id = Some(event_id);
+                changes.push(Change::Put(EVENT_KEY.to_vec(), encode_value(&event_id)));
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn restore(&mut self, k: &[u8], v: &[u8]) -> Result<()> {
+        if k == EVENT_KEY {
+            self.event_id = Some(codec::decode(v)?);
+        } else if k == STATUS_KEY {
+            self.status = Some(codec::decode(v)?);
+        } else if k == LAYOUT_KEY {
+            self.layout = Some(codec::decode(v)?);
+        } else if k.first() == Some(&RESERVATION_PREFIX) {
+            let r: Reservation = codec::decode(v)?;
+            self.reservations.insert(r.reservation_id, r);
+        } else {
+            return Err(Error::Decode(format!("unknown inventory key {k:?}")));
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the derived state once every key is restored.
+    pub(super) fn finish_restore(&mut self) -> Result<()> {
+        self.rebuild();
+        if let Some(layout) = &self.layout {
+            let bad = self
+                .reservations
+                .values()
+                .flat_map(|r| r.seats.iter())
+                .any(|&s| s >= layout.seat_count);
+            if bad {
+                return Err(Error::Decode(
+                    "a reservation names a seat outside the layout".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn dump(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+        if let Some(id) = &self.event_id {
+            out.push((EVENT_KEY.to_vec(), encode_value(id)));
+        }
+        if let Some(s) = &self.status {
+            out.push((STATUS_KEY.to_vec(), encode_value(s)));
+        }
+        if let Some(l) = &self.layout {
+            out.push((LAYOUT_KEY.to_vec(), encode_value(l)));
+        }
+        for r in self.reservations.values() {
+            out.push((reservation_key(&r.reservation_id), encode_value(r)));
+        }
+    }
+
+    pub(super) fn query(&self, q: &InventoryQuery) -> InventoryAnswer {
+        match q {
+            InventoryQuery::Status => {
+                let s = self.status_record();
+                InventoryAnswer::Status(InventoryView {
+                    event_id: self.event_id,
+                    status: s.status,
+                    changed_ms: s.changed_ms,
+                })
+            }
+            InventoryQuery::Availability { now_ms } => {
+                InventoryAnswer::Availability(self.availability(*now_ms))
+            }
+            InventoryQuery::Seats { now_ms } => InventoryAnswer::Seats(self.seat_states(*now_ms)),
+            InventoryQuery::Reservation {
+                reservation_id,
+                now_ms,
+            } => InventoryAnswer::Reservation(
+                self.reservations
+                    .get(reservation_id)
+                    .map(|r| self.view_at(r, *now_ms)),
+            ),
+        }
+    }
+
+    pub fn event_id(&self) -> Option<Uuid> {
+        self.event_id
+    }
+
+    /// The operator's status.
+    pub fn status(&self) -> SaleOverride {
+        self.status_record().status
+    }
+
+    /// The layout, once opened.
+    pub fn layout(&self) -> Option<&EventLayout> {
+        self.layout.as_deref()
+    }
+
+    /// The earliest expiry of a live hold, for the leader's sweeper.
+    pub fn next_expiry_ms(&self) -> Option<i64> {
+        self.expiries.first().map(|(t, _)| *t)
+    }
+}
+
+fn reservation_key(id: &Uuid) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(RESERVATION_PREFIX);
+    k.extend_from_slice(id.as_bytes());
+    k
+}

@@ -1,0 +1,147 @@
+//! What a node does for event inventories beyond a single request: opening a
+//! group with the layout derived from the catalog, reading an inventory from the
+//! nearest replica (opening it first if its first write never landed), and the
+//! leader's sweeper that expires due holds so their seats are announced.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::api::ApiError;
+use crate::domain::catalog::Event;
+use crate::domain::inventory::{EventLayout, InventoryAnswer, InventoryCommand, InventoryQuery};
+use crate::domain::{CommandBody, Proposal, Query, QueryResult};
+use crate::raft::GroupId;
+use crate::routing::Applied;
+use crate::server::NodeCtx;
+
+/// An event's catalog record and its layout.
+pub struct EventInfo {
+    pub event: Event,
+    pub venue: crate::domain::catalog::Venue,
+    pub layout: EventLayout,
+}
+
+/// A read of an event's inventory and where it came from.
+pub struct InventoryRead {
+    pub answer: InventoryAnswer,
+    pub applied_index: u64,
+    pub served_by: u64,
+}
+
+impl NodeCtx {
+    /// The event, its venue and layout from the catalog (404 if unknown).
+    pub async fn event_info(&self, event_id: &Uuid) -> Result<EventInfo, ApiError> {
+        let max = self.config.inventory.max_tickets_per_user;
+        self.catalog_lookup(|c| {
+            let event = c.event(event_id)?;
+            let venue = c.venue(&event.spec.venue_id)?;
+            Some(EventInfo {
+                layout: EventLayout::from_catalog(event, venue, max),
+                event: event.clone(),
+                venue: venue.clone(),
+            })
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("event {event_id} not found")))
+    }
+
+    /// Opens the event's group with its layout. Idempotent: the group ignores a
+    /// second open, and the request id is the same for every node.
+    pub async fn open_event(&self, info: &EventInfo) -> Result<Applied, ApiError> {
+        let event_id = info.event.spec.event_id;
+        let proposal = Proposal {
+            request_id: Uuid::new_v5(&event_id, b"open"),
+            body: CommandBody::Inventory(InventoryCommand::Open {
+                event_id,
+                layout: Box::new(info.layout.clone()),
+            }),
+        };
+        Ok(self.propose(GroupId(info.event.group_id), proposal).await?)
+    }
+
+    /// Reads the event's inventory: linearizable through the leader, or the
+    /// nearest replica's applied state. A group that was never opened is opened
+    /// and read again.
+    pub async fn read_inventory(
+        &self,
+        info: &EventInfo,
+        query: InventoryQuery,
+        linearizable: bool,
+    ) -> Result<InventoryRead, ApiError> {
+        let group = GroupId(info.event.group_id);
+        for attempt in 0..2 {
+            let answered = self
+                .router
+                .query(
+                    group,
+                    Query::Inventory(query.clone()),
+                    linearizable || attempt > 0,
+                    self.deadline(),
+                )
+                .await?;
+            let QueryResult::Inventory(answer) = answered.result else {
+                return Err(ApiError::internal(format!(
+                    "group {group} does not hold an inventory"
+                )));
+            };
+            let unopened = matches!(
+                answer,
+                InventoryAnswer::Availability(None) | InventoryAnswer::Seats(None)
+            );
+            if unopened && attempt == 0 {
+                self.open_event(info).await?;
+                continue;
+            }
+            return Ok(InventoryRead {
+                answer,
+                applied_index: answered.applied_index,
+                served_by: answered.served_by,
+            });
+        }
+        Err(ApiError::unavailable(
+            "NO_LEADER",
+            format!("event {} is not open yet", info.event.spec.event_id),
+            1,
+        ))
+    }
+}
+
+/// Forever: every `sweep_interval_ms`, each inventory group this node leads with a
+/// hold that is due gets a sweep proposed (the server aborts it at shutdown). Idle
+/// groups are not touched, so quiesced groups stay quiet.
+pub async fn sweeper(ctx: Arc<NodeCtx>) {
+    let every = Duration::from_millis(ctx.config.inventory.sweep_interval_ms);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = chrono::Utc::now().timestamp_millis();
+        for g in ctx.groups.list() {
+            if g.id == GroupId::CATALOG || g.raft.metrics().borrow().current_leader != Some(ctx.me)
+            {
+                continue;
+            }
+            let due = {
+                let st = g.state.read();
+                st.machine.inventory().and_then(|i| {
+                    let next = i.next_expiry_ms()?;
+                    let event = i.event_id()?;
+                    (next <= now).then_some((event, next))
+                })
+            };
+            let Some((event_id, next)) = due else {
+                continue;
+            };
+            let proposal = Proposal {
+                request_id: Uuid::new_v5(&event_id, format!("sweep\n{next}").as_bytes()),
+                body: CommandBody::Inventory(InventoryCommand::Sweep { event_id }),
+            };
+            match ctx.propose(g.id, proposal).await {
+                Ok(_) => metrics::counter!("boxoffice_sweeps_total").increment(1),
+                Err(e) => tracing::debug!(group = %g.id, "sweep not applied: {e}"),
+            }
+        }
+    }
+}
