@@ -393,4 +393,98 @@ impl Client {
         )
         .await
     }
+
+    /// `GET /v1/events/search` with raw query parameters.
+    pub async fn search(&self, params: &[(&str, &str)]) -> Result<Value> {
+        Self::parse(
+            self.http
+                .get(format!("{}/v1/events/search", self.base))
+                .query(params)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `GET /v1/events/{id}`.
+    pub async fn event(&self, id: &str) -> Result<Value> {
+        Self::parse(
+            self.http
+                .get(format!("{}/v1/events/{id}", self.base))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `GET /v1/events/{id}/seats`.
+    pub async fn seat_map(&self, id: &str) -> Result<Value> {
+        Self::parse(
+            self.http
+                .get(format!("{}/v1/events/{id}/seats", self.base))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `POST /v1/seats/reserve` with a raw body and an optional Idempotency-Key.
+    pub async fn reserve(
+        &self,
+        token: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value> {
+        let mut rb = self
+            .http
+            .post(format!("{}/v1/seats/reserve", self.base))
+            .bearer_auth(token)
+            .json(body);
+        if let Some(k) = idempotency_key {
+            rb = rb.header("idempotency-key", k);
+        }
+        Self::parse(rb.send().await?).await
+    }
+
+    /// `GET /v1/reservations/{id}`.
+    pub async fn reservation(&self, token: &str, id: &str) -> Result<Value> {
+        Self::parse(
+            self.http
+                .get(format!("{}/v1/reservations/{id}", self.base))
+                .bearer_auth(token)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/reservations/{id}` (204 → `Ok(())`).
+    pub async fn release(&self, token: &str, id: &str) -> Result<()> {
+        let resp = self
+            .http
+            .delete(format!("{}/v1/reservations/{id}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        if resp.status().as_u16() == 204 {
+            return Ok(());
+        }
+        Self::parse::<Value>(resp).await.map(|_| ())
+    }
+
+    /// Every seat id of a seat map, with its status, in map order.
+    pub fn seats_of(map: &Value) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for section in map["sections"].as_array().into_iter().flatten() {
+            for row in section["rows"].as_array().into_iter().flatten() {
+                for seat in row["seats"].as_array().into_iter().flatten() {
+                    out.push((
+                        seat["seat_id"].as_str().unwrap_or_default().to_string(),
+                        seat["status"].as_str().unwrap_or_default().to_string(),
+                    ));
+                }
+            }
+        }
+        out
+    }
 }

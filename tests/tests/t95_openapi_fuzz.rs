@@ -36,8 +36,17 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() -> Result<
     // Limits high enough that the fuzzer explores rather than collects 429s (429 is
     // still a documented answer, and t80_limits tests it).
     let (c, leader) = TestCluster::start_ready(ClusterOpts {
-        extra_toml: "[rate_limits]\nauthenticated = { requests = 100000, window_seconds = 60 }\n"
-            .into(),
+        extra_toml: [
+            "[rate_limits]",
+            "search = { requests = 100000, window_seconds = 60 }",
+            "event_details = { requests = 100000, window_seconds = 60 }",
+            "seat_map = { requests = 100000, window_seconds = 60 }",
+            "reserve = { requests = 100000, window_seconds = 60 }",
+            "queue_status = { requests = 100000, window_seconds = 60 }",
+            "authenticated = { requests = 100000, window_seconds = 60 }",
+            "",
+        ]
+        .join("\n"),
         ..ClusterOpts::default()
     })
     .await?;
@@ -60,6 +69,18 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() -> Result<
     let event = client
         .create_event(&sample_event("Fuzz Night", &venue.venue_id, &["Floor"]))
         .await?;
+    client.set_event_status(&event.event_id, "ON_SALE").await?;
+    let hold = client
+        .reserve(
+            &token,
+            &serde_json::json!({"event_id": event.event_id, "quantity": 2}),
+            None,
+        )
+        .await?;
+    let reservation = hold["reservation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let report = tempfile::tempdir()?;
     let config = report.path().join("schemathesis.toml");
     std::fs::write(
@@ -67,10 +88,12 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() -> Result<
         format!(
             "[dictionaries.venues]\nvalues = [\"{}\"]\n\
              [dictionaries.events]\nvalues = [\"{}\"]\n\
+             [dictionaries.reservations]\nvalues = [\"{}\"]\n\
              [parameters]\n\
              \"path.venue_id\" = {{ dictionary = \"venues\", probability = 0.7 }}\n\
-             \"path.event_id\" = {{ dictionary = \"events\", probability = 0.7 }}\n",
-            venue.venue_id, event.event_id
+             \"path.event_id\" = {{ dictionary = \"events\", probability = 0.7 }}\n\
+             \"path.reservation_id\" = {{ dictionary = \"reservations\", probability = 0.7 }}\n",
+            venue.venue_id, event.event_id, reservation
         ),
     )?;
     let url = format!("{}/v1/openapi.json", c.node(node).url());

@@ -138,26 +138,43 @@ pub async fn create(
     headers: HeaderMap,
     Json(body): Json<CreateEvent>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let event = body.into_domain()?;
-    let proposal = Proposal {
-        request_id: request_id_for(&headers, "admin.events")?,
-        body: CommandBody::Catalog(CatalogCommand::CreateEvent {
-            event: Box::new(event),
-            replication_factor: ctx.config.replication_factor,
-        }),
-    };
-    let applied = ctx.propose(GroupId::CATALOG, proposal).await?;
-    let (event_id, group_id, replicas) = match applied.response {
-        Response::Catalog(CatalogResponse::EventCreated {
-            event_id,
-            group_id,
-            replicas,
-        }) => (event_id, group_id, replicas),
-        Response::Catalog(CatalogResponse::Rejected(r)) => return Err(catalog_rejection(r)),
-        other => {
-            return Err(ApiError::internal(format!(
-                "unexpected catalog response {other:?}"
-            )))
+    let mut event = body.into_domain()?;
+    let base_request = request_id_for(&headers, "admin.events")?;
+    // Ids inside an event carry its first six bytes; on the rare clash with another
+    // event, try a fresh id under a request id derived deterministically from the
+    // first, so a client's retry walks the same path to the same outcome.
+    let mut attempt = 0u8;
+    let (applied, event_id, group_id, replicas) = loop {
+        let request_id = match attempt {
+            0 => base_request,
+            n => Uuid::new_v5(&base_request, &[n]),
+        };
+        let proposal = Proposal {
+            request_id,
+            body: CommandBody::Catalog(CatalogCommand::CreateEvent {
+                event: Box::new(event.clone()),
+                replication_factor: ctx.config.replication_factor,
+            }),
+        };
+        let applied = ctx.propose(GroupId::CATALOG, proposal).await?;
+        match applied.response.clone() {
+            Response::Catalog(CatalogResponse::EventCreated {
+                event_id,
+                group_id,
+                replicas,
+            }) => break (applied, event_id, group_id, replicas),
+            Response::Catalog(CatalogResponse::Rejected(CatalogRejection::IdPrefixTaken))
+                if attempt < 3 =>
+            {
+                attempt += 1;
+                event.event_id = Uuid::new_v4();
+            }
+            Response::Catalog(CatalogResponse::Rejected(r)) => return Err(catalog_rejection(r)),
+            other => {
+                return Err(ApiError::internal(format!(
+                    "unexpected catalog response {other:?}"
+                )))
+            }
         }
     };
     // Route by the catalog entry we just wrote: wait until our replica has it.
@@ -196,6 +213,11 @@ fn catalog_rejection(r: CatalogRejection) -> ApiError {
             ApiError::conflict("CONFLICT", format!("venue {id} already exists"))
         }
         CatalogRejection::EmailTaken => ApiError::internal("an event creation answered EmailTaken"),
+        CatalogRejection::IdPrefixTaken => ApiError::unavailable(
+            "ID_CLASH",
+            "could not draw an event id that is not in use; retry",
+            1,
+        ),
         CatalogRejection::NotEnoughNodes { have, need } => ApiError::unavailable(
             "INSUFFICIENT_NODES",
             format!("replication needs {need} nodes and the cluster has {have}"),

@@ -3,17 +3,21 @@
 //!
 //! One file per resource: [`auth`] (accounts), [`tokens`] (session JWTs),
 //! [`admin`] (operators: venues, cluster), [`events`]
-//! (operators: events), [`venues`] (catalog reads), [`node`] (health and metrics).
+//! (operators: events), [`venues`] (catalog reads), [`event_reads`] (search, event
+//! details, seat maps), [`reservations`] (seat holds), [`openapi`] (the document),
+//! [`node`] (health and metrics).
 
 mod admin;
 mod apikeys;
 mod auth;
 mod error;
+mod event_reads;
 mod events;
 mod extract;
 mod node;
 pub mod openapi;
 mod ratelimit;
+mod reservations;
 pub mod tokens;
 mod venues;
 
@@ -73,6 +77,12 @@ fn v1_routes() -> (Router<AppState>, Vec<Route>) {
         get "/v1/me" => auth::me,
         get "/v1/venues" => venues::list,
         get "/v1/venues/{venue_id}" => venues::get,
+        get "/v1/events/search" => event_reads::search,
+        get "/v1/events/{event_id}" => event_reads::details,
+        get "/v1/events/{event_id}/seats" => event_reads::seat_map,
+        post "/v1/seats/reserve" => reservations::reserve,
+        get "/v1/reservations/{reservation_id}" => reservations::get,
+        delete "/v1/reservations/{reservation_id}" => reservations::release,
     }
 }
 

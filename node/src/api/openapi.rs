@@ -17,7 +17,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, apikeys, auth, events, node, venues};
+use super::{admin, apikeys, auth, event_reads, events, node, reservations, venues};
 
 /// The API's description; `Shared` completes it.
 #[derive(OpenApi)]
@@ -41,12 +41,20 @@ use super::{admin, apikeys, auth, events, node, venues};
         auth::me,
         venues::list,
         venues::get,
+        event_reads::search,
+        event_reads::details,
+        event_reads::seat_map,
+        reservations::reserve,
+        reservations::get,
+        reservations::release,
     ),
     modifiers(&Shared),
     tags(
         (name = "node", description = "Health and metrics of the node asked"),
         (name = "accounts", description = "Registration, login and the caller's account"),
         (name = "venues", description = "Venues, read from the local catalog replica"),
+        (name = "events", description = "Search, event details and seat maps"),
+        (name = "reservations", description = "Seat holds"),
         (name = "admin", description = "Operator endpoints (X-Admin-Key)"),
     ),
 )]

@@ -92,8 +92,13 @@ pub enum CatalogRejection {
     VenueExists(Uuid),
     EventExists(Uuid),
     UnknownVenue(Uuid),
-    NotEnoughNodes { have: usize, need: usize },
+    NotEnoughNodes {
+        have: usize,
+        need: usize,
+    },
     EmailTaken,
+    /// Another event's id starts with the same six bytes; pick another id.
+    IdPrefixTaken,
     Invalid(String),
 }
 
@@ -109,6 +114,8 @@ pub struct Catalog {
     events: BTreeMap<Uuid, Event>,
     // Derived from `events`:
     by_group: BTreeMap<u64, Uuid>,
+    /// Events by id prefix: ids inside an event carry it (see `domain::ids`).
+    by_prefix: BTreeMap<crate::domain::ids::Prefix, Uuid>,
     load: BTreeMap<u64, usize>,
     leads: BTreeMap<u64, usize>,
     // Derived from `users`:
@@ -229,6 +236,12 @@ impl Catalog {
         if self.events.contains_key(&spec.event_id) {
             return reject(CatalogRejection::EventExists(spec.event_id));
         }
+        if self
+            .by_prefix
+            .contains_key(&crate::domain::ids::prefix(&spec.event_id))
+        {
+            return reject(CatalogRejection::IdPrefixTaken);
+        }
         let Some(venue) = self.venues.get(&spec.venue_id) else {
             return reject(CatalogRejection::UnknownVenue(spec.venue_id));
         };
@@ -298,6 +311,10 @@ impl Catalog {
 
     fn index_event(&mut self, e: &Event) {
         self.by_group.insert(e.group_id, e.spec.event_id);
+        self.by_prefix.insert(
+            crate::domain::ids::prefix(&e.spec.event_id),
+            e.spec.event_id,
+        );
         for n in &e.replicas {
             *self.load.entry(*n).or_default() += 1;
         }
@@ -414,6 +431,13 @@ impl Catalog {
     pub fn event_of_group(&self, group_id: u64) -> Option<&Event> {
         self.by_group
             .get(&group_id)
+            .and_then(|id| self.events.get(id))
+    }
+
+    /// The event whose id (or an id inside it) starts with `prefix`.
+    pub fn event_by_prefix(&self, prefix: &crate::domain::ids::Prefix) -> Option<&Event> {
+        self.by_prefix
+            .get(prefix)
             .and_then(|id| self.events.get(id))
     }
 

@@ -39,9 +39,15 @@ fn nodes(n: u64) -> Vec<NodeRecord> {
         .collect()
 }
 
+/// An event id whose first six bytes (the prefix ids inside the event carry)
+/// differ for every `id`.
+fn event_uuid(id: u128) -> Uuid {
+    Uuid::from_u128((id << 80) | id)
+}
+
 fn event(id: u128, venue: u128) -> NewEvent {
     NewEvent {
-        event_id: Uuid::from_u128(id),
+        event_id: event_uuid(id),
         name: format!("Show {id}"),
         artist: "The Band".into(),
         description: String::new(),
@@ -294,7 +300,54 @@ fn events_get_sequential_groups_and_least_loaded_placement() {
     let c = m.catalog().expect("test value");
     assert_eq!(
         c.event_of_group(3).expect("test value").spec.event_id,
-        Uuid::from_u128(102)
+        event_uuid(102)
+    );
+    let p = crate::domain::ids::prefix(&event_uuid(102));
+    assert_eq!(
+        c.event_by_prefix(&p).map(|e| e.spec.event_id),
+        Some(event_uuid(102))
+    );
+}
+
+#[test]
+fn an_event_whose_id_prefix_is_taken_is_refused() {
+    let mut clash = event(100, 1);
+    clash.event_id = Uuid::from_u128(event_uuid(100).as_u128() ^ 1);
+    let (_, _, out) = run(vec![
+        cmd(
+            1,
+            1,
+            CatalogCommand::Genesis {
+                cluster_uuid: Uuid::from_u128(9),
+                nodes: nodes(3),
+                token_key: vec![2; 32],
+            },
+        ),
+        cmd(2, 2, CatalogCommand::CreateVenue(venue(1, 10))),
+        cmd(
+            3,
+            3,
+            CatalogCommand::CreateEvent {
+                event: Box::new(event(100, 1)),
+                replication_factor: 3,
+            },
+        ),
+        cmd(
+            4,
+            4,
+            CatalogCommand::CreateEvent {
+                event: Box::new(clash),
+                replication_factor: 3,
+            },
+        ),
+    ]);
+    assert!(matches!(
+        out[2],
+        Response::Catalog(CatalogResponse::EventCreated { .. })
+    ));
+    assert_eq!(
+        out[3],
+        Response::Catalog(CatalogResponse::Rejected(CatalogRejection::IdPrefixTaken))
     );
 }
 
@@ -372,7 +425,7 @@ fn events_are_refused_for_unknown_venues_bad_tiers_and_too_few_nodes() {
     assert_eq!(rejection(&out[5]), None);
     assert_eq!(
         rejection(&out[6]),
-        Some(CatalogRejection::EventExists(Uuid::from_u128(4)))
+        Some(CatalogRejection::EventExists(event_uuid(4)))
     );
 }
 

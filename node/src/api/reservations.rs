@@ -1,0 +1,373 @@
+//! Seat holds: `POST /v1/seats/reserve` (named seats or best available),
+//! `GET` and `DELETE /v1/reservations/{id}`. A hold is one command in the event's
+//! group, so it is linearizable; ids inside an event carry the event, so any node
+//! finds the group of a reservation from its id.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::ErrorBody;
+use super::extract::{request_id_for, Json, Path};
+use super::tokens::AuthUser;
+use super::{ApiError, AppState};
+use crate::domain::ids::{self, Kind};
+use crate::domain::inventory::{
+    InventoryAnswer, InventoryCommand, InventoryQuery, InventoryRejection, InventoryResponse, Pick,
+    ReservationView,
+};
+use crate::domain::money::decimal_from_cents;
+use crate::domain::{CommandBody, Proposal, Response};
+use crate::inventory::EventInfo;
+use crate::raft::GroupId;
+
+/// `POST /v1/seats/reserve` body: `seat_ids`, or `quantity` (and optionally
+/// `tier_id`) for the best available seats.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveBody {
+    event_id: Uuid,
+    #[serde(default)]
+    seat_ids: Option<Vec<Uuid>>,
+    /// If present, must be the token's user.
+    #[serde(default)]
+    user_id: Option<Uuid>,
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    quantity: Option<u32>,
+    #[serde(default)]
+    tier_id: Option<Uuid>,
+}
+
+/// `201` of a hold.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Reserved {
+    pub reservation_id: Uuid,
+    pub event_id: Uuid,
+    pub seat_ids: Vec<Uuid>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub total_price: f64,
+    pub fees: f64,
+    pub total: f64,
+}
+
+/// A reservation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationBody {
+    pub reservation_id: Uuid,
+    pub event_id: Uuid,
+    pub seat_ids: Vec<Uuid>,
+    /// ACTIVE, RELEASED, EXPIRED, CONVERTED or REFUNDED.
+    pub status: &'static str,
+    pub created_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub total_price: f64,
+    pub fees: f64,
+    pub total: f64,
+}
+
+fn time(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+impl From<&ReservationView> for ReservationBody {
+    fn from(v: &ReservationView) -> Self {
+        Self {
+            reservation_id: v.reservation_id,
+            event_id: v.event_id,
+            seat_ids: v.seat_ids.clone(),
+            status: v.status.name(),
+            created_at: time(v.created_ms),
+            expires_at: time(v.expires_ms),
+            total_price: decimal_from_cents(v.price_cents),
+            fees: decimal_from_cents(v.fees_cents),
+            total: decimal_from_cents(v.price_cents.saturating_add(v.fees_cents)),
+        }
+    }
+}
+
+/// Turns a refusal of the event's group into the spec's answer.
+fn refusal(r: InventoryRejection) -> ApiError {
+    use InventoryRejection as R;
+    match r {
+        R::SeatsUnavailable(ids) => ApiError::conflict(
+            "SEATS_UNAVAILABLE",
+            "some of the seats are held by someone else",
+        )
+        .with_details(json!({ "seat_ids": ids })),
+        R::NotEnoughSeats { available } => ApiError::conflict(
+            "SEATS_UNAVAILABLE",
+            format!("only {available} matching seats are available"),
+        )
+        .with_details(json!({ "available": available })),
+        R::SeatsSold(ids) => {
+            ApiError::new(StatusCode::GONE, "SEATS_SOLD", "some of the seats are sold")
+                .with_details(json!({ "seat_ids": ids }))
+        }
+        R::PurchaseLimit { limit, have, asked } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "PURCHASE_LIMIT_EXCEEDED",
+            format!("at most {limit} tickets per user for this event"),
+        )
+        .with_details(json!({ "limit": limit, "held_or_bought": have, "requested": asked })),
+        R::UnknownSeats(ids) => ApiError::not_found("no such seats in this event")
+            .with_details(json!({ "seat_ids": ids })),
+        R::DuplicateSeats(ids) => {
+            ApiError::bad_request("a seat is listed twice").with_details(json!({ "seat_ids": ids }))
+        }
+        R::UnknownTier(id) => ApiError::not_found(format!("tier {id} is not in this event")),
+        R::NotOnSale(status) => ApiError::conflict(
+            "NOT_ON_SALE",
+            format!("seats cannot be held while the event is {}", status.name()),
+        )
+        .with_details(json!({ "status": status.name() })),
+        R::UnknownReservation => ApiError::not_found("no such reservation"),
+        R::NotOwner => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "this reservation belongs to another user",
+        ),
+        R::ReservationClosed(s) => {
+            ApiError::conflict("CONFLICT", format!("the reservation is {}", s.name()))
+        }
+        R::Invalid(m) => ApiError::validation(m),
+        R::Cancelled => ApiError::conflict("NOT_ON_SALE", "the event is cancelled"),
+        R::NotOpen | R::WrongEvent { .. } => {
+            ApiError::internal(format!("inventory refused a routed command: {r:?}"))
+        }
+    }
+}
+
+/// Checks named seats before anything is proposed: another event's seat is a 400,
+/// a seat nobody has is a 404, a repeated one a 400.
+async fn check_seats(ctx: &AppState, info: &EventInfo, seats: &[Uuid]) -> Result<(), ApiError> {
+    let event_id = info.event.spec.event_id;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut foreign = Vec::new();
+    let mut unknown = Vec::new();
+    for id in seats {
+        if !seen.insert(*id) {
+            return Err(ApiError::bad_request("a seat is listed twice")
+                .with_details(json!({ "seat_ids": [id] })));
+        }
+        match ids::seat_index(&event_id, id) {
+            Some(i) if i < info.layout.seat_count => {}
+            Some(_) => unknown.push(*id),
+            None => {
+                let prefix = ids::prefix(id);
+                let elsewhere = ids::kind(id) == Some(Kind::Seat)
+                    && ctx
+                        .with_catalog(|c| c.event_by_prefix(&prefix).is_some())
+                        .unwrap_or(false);
+                if elsewhere {
+                    foreign.push(*id);
+                } else {
+                    unknown.push(*id);
+                }
+            }
+        }
+    }
+    if !foreign.is_empty() {
+        return Err(ApiError::bad_request("seats of another event")
+            .with_details(json!({ "seat_ids": foreign })));
+    }
+    if !unknown.is_empty() {
+        return Err(ApiError::not_found("no such seats in this event")
+            .with_details(json!({ "seat_ids": unknown })));
+    }
+    Ok(())
+}
+
+/// `POST /v1/seats/reserve`.
+#[utoipa::path(post, path = "/v1/seats/reserve", tag = "reservations", operation_id = "reserveSeats",
+    security(("bearer" = [])),
+    request_body = ReserveBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry returns the first outcome")),
+    responses(
+        (status = 201, description = "Seats held until expires_at", body = Reserved),
+        (status = 401, description = "Missing or invalid session token", body = ErrorBody),
+        (status = 403, description = "user_id is not the token's user (FORBIDDEN)", body = ErrorBody),
+        (status = 404, description = "Unknown event, seat or tier", body = ErrorBody),
+        (status = 409, description = "SEATS_UNAVAILABLE (details.seat_ids) or NOT_ON_SALE", body = ErrorBody),
+        (status = 410, description = "SEATS_SOLD (details.seat_ids)", body = ErrorBody),
+        (status = 422, description = "PURCHASE_LIMIT_EXCEEDED or invalid input", body = ErrorBody),
+    ))]
+pub async fn reserve(
+    State(ctx): State<AppState>,
+    AuthUser(user): AuthUser,
+    headers: HeaderMap,
+    Json(body): Json<ReserveBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    if body.user_id.is_some_and(|u| u != user.user_id) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "user_id must be the token's user",
+        ));
+    }
+    let info = ctx.event_info(&body.event_id).await?;
+    let pick = match (body.seat_ids, body.quantity) {
+        (Some(seats), None) if !seats.is_empty() => {
+            if body.tier_id.is_some() {
+                return Err(ApiError::bad_request(
+                    "tier_id goes with quantity, not seat_ids",
+                ));
+            }
+            check_seats(&ctx, &info, &seats).await?;
+            Pick::Seats(seats)
+        }
+        (None, Some(quantity)) if quantity > 0 => Pick::Best {
+            quantity,
+            tier_id: body.tier_id,
+        },
+        (Some(_), None) => return Err(ApiError::validation("seat_ids is empty")),
+        (None, Some(_)) => return Err(ApiError::validation("quantity must be at least 1")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give either seat_ids or quantity (with an optional tier_id)",
+            ))
+        }
+    };
+    let event_id = body.event_id;
+    let request_id = request_id_for(&headers, &format!("seats.reserve.{}", user.user_id))?;
+    let command = |request_id: Uuid| Proposal {
+        // A deterministic reservation id per request: a retry names the same hold.
+        request_id,
+        body: CommandBody::Inventory(InventoryCommand::Reserve {
+            event_id,
+            reservation_id: ids::reservation(&event_id, &Uuid::new_v5(&request_id, b"hold")),
+            user_id: user.user_id,
+            pick: pick.clone(),
+            hold_ms: i64::try_from(ctx.config.inventory.hold_seconds)
+                .unwrap_or(600)
+                .saturating_mul(1000),
+        }),
+    };
+    let group = GroupId(info.event.group_id);
+    let mut outcome = ctx.propose(group, command(request_id)).await?.response;
+    if matches!(
+        outcome,
+        Response::Inventory(InventoryResponse::Rejected(InventoryRejection::NotOpen))
+    ) {
+        // The group's first write never landed: open it, then ask again under a
+        // request id derived from this one (the refusal is remembered under it).
+        ctx.open_event(&info).await?;
+        let retry = Uuid::new_v5(&request_id, b"after-open");
+        outcome = ctx.propose(group, command(retry)).await?.response;
+    }
+    match outcome {
+        Response::Inventory(InventoryResponse::Reserved(v)) => Ok((
+            StatusCode::CREATED,
+            axum::Json(Reserved {
+                reservation_id: v.reservation_id,
+                event_id: v.event_id,
+                seat_ids: v.seat_ids.clone(),
+                expires_at: time(v.expires_ms),
+                total_price: decimal_from_cents(v.price_cents),
+                fees: decimal_from_cents(v.fees_cents),
+                total: decimal_from_cents(v.price_cents.saturating_add(v.fees_cents)),
+            }),
+        )),
+        Response::Inventory(InventoryResponse::Rejected(r)) => Err(refusal(r)),
+        other => Err(ApiError::internal(format!(
+            "unexpected inventory response {other:?}"
+        ))),
+    }
+}
+
+/// The event of a reservation id (404 if it cannot be one).
+async fn reservation_event(ctx: &AppState, id: &Uuid) -> Result<EventInfo, ApiError> {
+    let missing = || ApiError::not_found(format!("reservation {id} not found"));
+    if ids::kind(id) != Some(Kind::Reservation) {
+        return Err(missing());
+    }
+    let prefix = ids::prefix(id);
+    let event_id = ctx
+        .catalog_lookup(|c| c.event_by_prefix(&prefix).map(|e| e.spec.event_id))
+        .await?
+        .ok_or_else(missing)?;
+    ctx.event_info(&event_id).await
+}
+
+/// `GET /v1/reservations/{reservation_id}`: the owner's view, read through the
+/// group leader (a hold just made through another node is found).
+#[utoipa::path(get, path = "/v1/reservations/{reservation_id}", tag = "reservations", operation_id = "getReservation",
+    security(("bearer" = [])),
+    params(("reservation_id" = Uuid, Path, description = "The reservation")),
+    responses(
+        (status = 200, description = "The reservation", body = ReservationBody),
+        (status = 401, description = "Missing or invalid session token", body = ErrorBody),
+        (status = 403, description = "Another user's reservation (FORBIDDEN)", body = ErrorBody),
+    ))]
+pub async fn get(
+    State(ctx): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<Uuid>,
+) -> Result<impl IntoResponse, ApiError> {
+    let info = reservation_event(&ctx, &id).await?;
+    let now = Utc::now().timestamp_millis();
+    let read = ctx
+        .read_inventory(
+            &info,
+            InventoryQuery::Reservation {
+                reservation_id: id,
+                now_ms: now,
+            },
+            true,
+        )
+        .await?;
+    let InventoryAnswer::Reservation(Some(v)) = read.answer else {
+        return Err(ApiError::not_found(format!("reservation {id} not found")));
+    };
+    if v.user_id != user.user_id {
+        return Err(refusal(InventoryRejection::NotOwner));
+    }
+    Ok(axum::Json(ReservationBody::from(&v)))
+}
+
+/// `DELETE /v1/reservations/{reservation_id}`: the owner releases the hold; 204
+/// again for a released or expired one.
+#[utoipa::path(delete, path = "/v1/reservations/{reservation_id}", tag = "reservations", operation_id = "releaseReservation",
+    security(("bearer" = [])),
+    params(("reservation_id" = Uuid, Path, description = "The reservation")),
+    responses(
+        (status = 204, description = "Released (or already released or expired)"),
+        (status = 401, description = "Missing or invalid session token", body = ErrorBody),
+        (status = 403, description = "Another user's reservation (FORBIDDEN)", body = ErrorBody),
+        (status = 409, description = "Already converted into an order", body = ErrorBody),
+    ))]
+pub async fn release(
+    State(ctx): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<Uuid>,
+) -> Result<impl IntoResponse, ApiError> {
+    let info = reservation_event(&ctx, &id).await?;
+    let event_id = info.event.spec.event_id;
+    let proposal = Proposal {
+        request_id: Uuid::new_v4(),
+        body: CommandBody::Inventory(InventoryCommand::Release {
+            event_id,
+            reservation_id: id,
+            user_id: user.user_id,
+        }),
+    };
+    match ctx
+        .propose(GroupId(info.event.group_id), proposal)
+        .await?
+        .response
+    {
+        Response::Inventory(InventoryResponse::Released(_)) => Ok(StatusCode::NO_CONTENT),
+        Response::Inventory(InventoryResponse::Rejected(InventoryRejection::NotOpen)) => {
+            Err(ApiError::not_found(format!("reservation {id} not found")))
+        }
+        Response::Inventory(InventoryResponse::Rejected(r)) => Err(refusal(r)),
+        other => Err(ApiError::internal(format!(
+            "unexpected inventory response {other:?}"
+        ))),
+    }
+}
