@@ -4,6 +4,7 @@
 //! `boxoffice` CLI built on it, and the load generator behind `boxoffice bench`.
 
 pub mod bench;
+pub mod bench_holds;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use boxoffice_client::{bench, Client, NewVenue};
+use boxoffice_client::{bench, bench_holds, Client, NewVenue};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -71,6 +71,24 @@ enum BenchCmd {
         /// Events created at a time.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+    },
+    /// Clients race to hold random adjacent seat pairs of one event until all are
+    /// held; checks every acknowledged hold at the end.
+    Holds {
+        #[arg(long, value_delimiter = ',')]
+        urls: Vec<String>,
+        /// Seats of the event (even).
+        #[arg(long, default_value_t = 20_000)]
+        seats: u32,
+        /// Concurrency levels, each on a fresh event.
+        #[arg(long, value_delimiter = ',', default_value = "64")]
+        clients: Vec<usize>,
+        /// Time limit per level, in seconds.
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+        /// The cluster's per-user ticket limit (inventory.max_tickets_per_user).
+        #[arg(long, default_value_t = 8)]
+        max_tickets: u32,
     },
     /// Status writes over 1 event group versus many, under the same client load.
     Groups {
@@ -166,6 +184,42 @@ async fn main() -> anyhow::Result<()> {
                 "{} events created in {:.1} s",
                 ids.len(),
                 result.elapsed.as_secs_f64()
+            );
+        }
+        Cmd::Bench(BenchCmd::Holds {
+            urls,
+            seats,
+            clients,
+            seconds,
+            max_tickets,
+        }) => {
+            let urls = or_default(urls, &cli.url);
+            let key = admin_key()?;
+            let holds_per_user = (*max_tickets / 2).max(1);
+            let most = clients.iter().copied().max().unwrap_or(1);
+            // Enough users to hold every pair, plus one per client so none waits.
+            let users = (*seats / 2).div_ceil(holds_per_user) as usize + most;
+            println!("registering {users} users ...");
+            let pool = bench::clients(&urls, &key)?;
+            let tag = uuid::Uuid::new_v4().simple().to_string();
+            let tokens = bench_holds::register_users(&pool, users, &tag[..8]).await?;
+            let mut reports = Vec::new();
+            for &c in clients {
+                let opts = bench_holds::HoldsOptions {
+                    seats: *seats,
+                    clients: c,
+                    limit: Duration::from_secs(*seconds),
+                    holds_per_user,
+                };
+                reports.push(bench_holds::holds(&urls, &key, opts, &tokens, true).await?);
+            }
+            println!(
+                "seat holds: {seats} seats, random adjacent pairs, against {}",
+                urls.join(", ")
+            );
+            print!("{}", bench_holds::table(&reports));
+            println!(
+                "correctness: no pair acknowledged twice; every acknowledged hold ACTIVE with its seats and RESERVED on every node"
             );
         }
         Cmd::Bench(BenchCmd::Groups {

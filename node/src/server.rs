@@ -33,8 +33,24 @@ pub struct NodeCtx {
 
 impl NodeCtx {
     /// Gets a proposal applied by the group's leader within the API's request deadline.
+    /// A catalog write is also applied here before it is acknowledged, so whoever
+    /// wrote through this node reads it back from this node (catalog reads are
+    /// local). Event groups don't wait: their reads say which index they reflect.
     pub async fn propose(&self, group: GroupId, proposal: Proposal) -> Result<Applied, RouteError> {
-        self.router.propose(group, proposal, self.deadline()).await
+        let applied = self
+            .router
+            .propose(group, proposal, self.deadline())
+            .await?;
+        if group == GroupId::CATALOG && applied.leader != self.me {
+            if let Err(e) = self.wait_applied(group, applied.index).await {
+                // Committed all the same: acknowledge it; only the local read lags.
+                tracing::warn!(
+                    index = applied.index,
+                    "catalog write not applied here in time: {e}"
+                );
+            }
+        }
+        Ok(applied)
     }
 
     /// Waits until this node's replica of `group` has applied `index` (read your

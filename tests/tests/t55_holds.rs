@@ -219,6 +219,39 @@ async fn every_status_code_of_holds_through_leader_and_followers() -> Result<()>
         assert_eq!(d["pricing_tiers"][0]["available_seats"], 14);
         assert_eq!(d["sale_info"]["status"], "ON_SALE");
     }
+
+    // Search from any node's catalog replica: words over name, artist, venue and
+    // city; exact filters; bad paging is a 400.
+    for node in c.ids() {
+        let client = c.client(node);
+        let found = client
+            .search(&[("query", "hold ARENA"), ("city", "springfield")])
+            .await?;
+        let ids: Vec<String> = found["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| s(&e["event_id"]))
+            .collect();
+        assert_eq!(ids, vec![event.clone()], "{found}");
+        assert_eq!(found["pagination"]["total"], 1);
+        assert_eq!(found["events"][0]["price_range"]["min"], json!(150.0));
+        let all = client.search(&[("query", "test band")]).await?;
+        assert_eq!(all["pagination"]["total"], 3, "{all}");
+        let none = client
+            .search(&[("query", "arena"), ("category", "sports")])
+            .await?;
+        assert_eq!(none["pagination"]["total"], 0);
+        for bad in [
+            ("per_page", "0"),
+            ("per_page", "101"),
+            ("page", "0"),
+            ("date_from", "soon"),
+        ] {
+            let e = client.search(&[bad]).await.unwrap_err();
+            assert_eq!(e.status(), Some(400), "{bad:?}");
+        }
+    }
     let _ = other_event;
     Ok(())
 }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::extract::{Path, Query};
 use super::{ApiError, AppState};
+use crate::domain::catalog::search::{words, EventQuery};
 use crate::domain::catalog::{Catalog, Event};
 use crate::domain::ids;
 use crate::domain::inventory::{InventoryAnswer, InventoryQuery};
@@ -33,7 +34,8 @@ fn time(ms: i64) -> Option<DateTime<Utc>> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
-    /// Words matched case-insensitively against name, artist, venue and city.
+    /// Words matched case-insensitively against the words of name, artist, venue
+    /// and city (a query word matches words it begins).
     query: Option<String>,
     /// Exact city (case-insensitive).
     city: Option<String>,
@@ -109,78 +111,26 @@ fn date_status(e: &Event, now_ms: i64) -> &'static str {
     }
 }
 
-/// How well an event matches the query words: 0 = not at all (every word must
-/// match somewhere); name and artist count more than venue and city.
-fn relevance(words: &[String], e: &Event, venue_name: &str, city: &str) -> u32 {
-    let (name, artist) = (e.spec.name.to_lowercase(), e.spec.artist.to_lowercase());
-    let (venue, city) = (venue_name.to_lowercase(), city.to_lowercase());
-    let mut score = 0;
-    for w in words {
-        let s = 3 * u32::from(name.contains(w.as_str()))
-            + 3 * u32::from(artist.contains(w.as_str()))
-            + u32::from(venue.contains(w.as_str()))
-            + u32::from(city.contains(w.as_str()));
-        if s == 0 {
-            return 0;
-        }
-        score += s;
-    }
-    score.max(1)
-}
-
 fn search_catalog(c: &Catalog, p: &SearchParams, now_ms: i64) -> SearchResults {
-    let words: Vec<String> = p
-        .query
-        .as_deref()
-        .unwrap_or("")
-        .split_whitespace()
-        .map(str::to_lowercase)
-        .collect();
-    let city = p.city.as_deref().map(str::to_lowercase);
-    let category = p.category.as_deref().map(str::to_lowercase);
     let day_start = |d: NaiveDate| {
         d.and_hms_opt(0, 0, 0)
             .map(|t| t.and_utc().timestamp_millis())
     };
-    let from = p.date_from.and_then(day_start);
-    let to = p.date_to.and_then(|d| d.succ_opt()).and_then(day_start);
-    let mut hits: Vec<(u32, i64, &Event)> = c
-        .events()
-        .filter_map(|e| {
-            let venue = c.venue(&e.spec.venue_id)?;
-            if city
-                .as_deref()
-                .is_some_and(|x| venue.city.to_lowercase() != x)
-                || category
-                    .as_deref()
-                    .is_some_and(|x| e.spec.category.to_lowercase() != x)
-                || from.is_some_and(|f| e.spec.date_ms < f)
-                || to.is_some_and(|t| e.spec.date_ms >= t)
-            {
-                return None;
-            }
-            let score = if words.is_empty() {
-                1
-            } else {
-                relevance(&words, e, &venue.name, &venue.city)
-            };
-            (score > 0).then_some((score, e.spec.date_ms, e))
-        })
-        .collect();
-    hits.sort_by(|a, b| {
-        b.0.cmp(&a.0)
-            .then(a.1.cmp(&b.1))
-            .then(a.2.spec.event_id.cmp(&b.2.spec.event_id))
-    });
+    let query = EventQuery {
+        words: words(p.query.as_deref().unwrap_or("")).collect(),
+        city: p.city.clone(),
+        category: p.category.clone(),
+        from_ms: p.date_from.and_then(day_start),
+        until_ms: p.date_to.and_then(|d| d.succ_opt()).and_then(day_start),
+    };
     let per_page = p.per_page.unwrap_or(20);
     let page = p.page.unwrap_or(1);
-    let total = hits.len() as u64;
-    let skip = (u64::from(page) - 1).saturating_mul(u64::from(per_page));
+    let offset = (page as usize - 1).saturating_mul(per_page as usize);
+    let (total, hits) = c.search_events(&query, offset, per_page as usize);
+    let total = total as u64;
     let events = hits
         .into_iter()
-        .skip(usize::try_from(skip).unwrap_or(usize::MAX))
-        .take(per_page as usize)
-        .filter_map(|(_, _, e)| {
+        .filter_map(|e| {
             let venue = c.venue(&e.spec.venue_id)?;
             let prices = e.spec.pricing_tiers.iter().map(|t| t.price_cents);
             Some(EventSummary {

@@ -3,11 +3,12 @@
 //!
 //! Keys (inside the machine's domain space): `g` the cluster's bootstrap id, `k` the
 //! token-signing key, `n<id>` a node, `v<uuid>` a venue, `e<uuid>` an event,
-//! `u<uuid>` a user, `a<sha256>` an API key. Group ids, per-node loads and the email index are derived,
-//! never stored twice.
+//! `u<uuid>` a user, `a<sha256>` an API key. Group ids, per-node loads, the email
+//! index, the id-prefix index and the search index are derived, never stored twice.
 
 mod events;
 mod placement;
+pub mod search;
 mod users;
 mod venues;
 
@@ -114,6 +115,8 @@ pub struct Catalog {
     events: BTreeMap<Uuid, Event>,
     // Derived from `events`:
     by_group: BTreeMap<u64, Uuid>,
+    /// Words of event names, artists, venue names and cities.
+    search: search::SearchIndex,
     /// Events by id prefix: ids inside an event carry it (see `domain::ids`).
     by_prefix: BTreeMap<crate::domain::ids::Prefix, Uuid>,
     load: BTreeMap<u64, usize>,
@@ -219,6 +222,8 @@ impl Catalog {
             key(VENUE_PREFIX, venue.venue_id.as_bytes()),
             encode_value(&venue),
         ));
+        self.search
+            .add_venue(venue.venue_id, &venue.name, &venue.city);
         self.venues.insert(venue.venue_id, venue);
         CatalogResponse::VenueCreated {
             venue_id: new.venue_id,
@@ -311,6 +316,12 @@ impl Catalog {
 
     fn index_event(&mut self, e: &Event) {
         self.by_group.insert(e.group_id, e.spec.event_id);
+        self.search.add_event(
+            e.spec.event_id,
+            e.spec.venue_id,
+            &e.spec.name,
+            &e.spec.artist,
+        );
         self.by_prefix.insert(
             crate::domain::ids::prefix(&e.spec.event_id),
             e.spec.event_id,
@@ -342,6 +353,8 @@ impl Catalog {
             }
             Some(&VENUE_PREFIX) => {
                 let venue: Venue = codec::decode(v)?;
+                self.search
+                    .add_venue(venue.venue_id, &venue.name, &venue.city);
                 self.venues.insert(venue.venue_id, venue);
             }
             Some(&EVENT_PREFIX) => {
