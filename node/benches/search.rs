@@ -170,6 +170,65 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(cat.search_events(&q, 0, 20)))
     });
     g.finish();
+    percentiles(cat);
+}
+
+/// p50 / p99 / max over 2,000 runs of each query, for docs/benchmarks.md (criterion
+/// reports means and their confidence, not tails).
+fn percentiles(cat: &boxoffice_node::domain::catalog::Catalog) {
+    let cases = [
+        (
+            "taylor swift",
+            EventQuery {
+                words: words("taylor swift").collect(),
+                ..EventQuery::default()
+            },
+        ),
+        (
+            "radiohead newark",
+            EventQuery {
+                words: words("radiohead newark").collect(),
+                ..EventQuery::default()
+            },
+        ),
+        (
+            "night 4242",
+            EventQuery {
+                words: words("night 4242").collect(),
+                ..EventQuery::default()
+            },
+        ),
+        (
+            "city+category+month",
+            EventQuery {
+                city: Some("chicago".into()),
+                category: Some("concert".into()),
+                from_ms: Some(1_800_000_000_000),
+                until_ms: Some(1_802_592_000_000),
+                ..EventQuery::default()
+            },
+        ),
+        ("no filter", EventQuery::default()),
+    ];
+    println!("| query | matches | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|");
+    for (name, q) in cases {
+        let mut us: Vec<u128> = (0..2_000)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                black_box(cat.search_events(&q, 0, 20));
+                t.elapsed().as_micros()
+            })
+            .collect();
+        us.sort_unstable();
+        let at = |f: f64| us[((us.len() as f64 * f) as usize).min(us.len() - 1)] as f64 / 1000.0;
+        let (total, _) = cat.search_events(&q, 0, 20);
+        println!(
+            "| {name} | {total} | {:.2} | {:.2} | {:.2} |",
+            at(0.5),
+            at(0.99),
+            us[us.len() - 1] as f64 / 1000.0
+        );
+    }
 }
 
 criterion_group!(benches, bench);

@@ -316,12 +316,7 @@ impl Catalog {
 
     fn index_event(&mut self, e: &Event) {
         self.by_group.insert(e.group_id, e.spec.event_id);
-        self.search.add_event(
-            e.spec.event_id,
-            e.spec.venue_id,
-            &e.spec.name,
-            &e.spec.artist,
-        );
+        self.search.add_event(e);
         self.by_prefix.insert(
             crate::domain::ids::prefix(&e.spec.event_id),
             e.spec.event_id,

@@ -4,7 +4,7 @@
 //! prefix of ("tay" finds "Taylor"); every query word must match; name and artist
 //! matches weigh 3, venue and city matches 1.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use uuid::Uuid;
 
@@ -21,6 +21,13 @@ pub struct EventQuery {
     pub until_ms: Option<i64>,
 }
 
+/// Lower-case alphanumeric words of `text`.
+pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+}
+
 impl Catalog {
     /// Matching events, most relevant first, then soonest, then by id: how many
     /// match, and the page `offset .. offset + limit`.
@@ -30,133 +37,245 @@ impl Catalog {
         offset: usize,
         limit: usize,
     ) -> (usize, Vec<&Event>) {
-        let scores = (!q.words.is_empty()).then(|| self.search.matches(&q.words));
+        let ix = &self.search;
         let city = q.city.as_deref().map(str::to_lowercase);
         let category = q.category.as_deref().map(str::to_lowercase);
-        let candidates: Box<dyn Iterator<Item = &Event>> = match &scores {
-            Some(s) => Box::new(s.keys().filter_map(|id| self.events.get(id))),
-            None => Box::new(self.events.values()),
+        let keep = |d: &EventDoc| {
+            !(q.from_ms.is_some_and(|f| d.date_ms < f)
+                || q.until_ms.is_some_and(|t| d.date_ms >= t)
+                || category.as_deref().is_some_and(|x| d.category != x)
+                || city
+                    .as_deref()
+                    .is_some_and(|x| ix.venue(d).is_none_or(|v| v.city != x)))
         };
-        let mut hits: Vec<(u32, &Event)> = candidates
-            .filter(|e| {
-                let s = &e.spec;
-                !(q.from_ms.is_some_and(|f| s.date_ms < f)
-                    || q.until_ms.is_some_and(|t| s.date_ms >= t)
-                    || category
-                        .as_deref()
-                        .is_some_and(|x| s.category.to_lowercase() != x)
-                    || city.as_deref().is_some_and(|x| {
-                        self.venues
-                            .get(&s.venue_id)
-                            .is_none_or(|v| v.city.to_lowercase() != x)
-                    }))
-            })
-            .map(|e| {
-                let score = scores
-                    .as_ref()
-                    .map_or(1, |s| s.get(&e.spec.event_id).copied().unwrap_or(0));
-                (score, e)
-            })
-            .collect();
+        let mut hits: Vec<(u32, i64, u32)> = if q.words.is_empty() {
+            ix.docs
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| keep(d))
+                .map(|(i, d)| (1, d.date_ms, i as u32))
+                .collect()
+        } else {
+            ix.matches(&q.words)
+                .into_iter()
+                .filter_map(|(i, score)| {
+                    let d = ix.docs.get(i as usize)?;
+                    keep(d).then_some((score, d.date_ms, i))
+                })
+                .collect()
+        };
         let total = hits.len();
-        let order = |a: &(u32, &Event), b: &(u32, &Event)| {
+        let order = |a: &(u32, i64, u32), b: &(u32, i64, u32)| {
             b.0.cmp(&a.0)
-                .then(a.1.spec.date_ms.cmp(&b.1.spec.date_ms))
-                .then(a.1.spec.event_id.cmp(&b.1.spec.event_id))
+                .then(a.1.cmp(&b.1))
+                .then_with(|| ix.ids[a.2 as usize].cmp(&ix.ids[b.2 as usize]))
         };
         // Only the first offset + limit need ordering.
-        let keep = offset.saturating_add(limit).min(total);
-        if keep > 0 && keep < total {
-            hits.select_nth_unstable_by(keep - 1, order);
-            hits.truncate(keep);
+        let want = offset.saturating_add(limit).min(total);
+        if want > 0 && want < total {
+            hits.select_nth_unstable_by(want - 1, order);
+            hits.truncate(want);
         }
         hits.sort_by(order);
-        (
-            total,
-            hits.into_iter()
-                .skip(offset)
-                .take(limit)
-                .map(|(_, e)| e)
-                .collect(),
-        )
+        let page = hits
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .filter_map(|(_, _, i)| self.events.get(&ix.ids[i as usize]))
+            .collect();
+        (total, page)
     }
 }
 
-/// Lower-case alphanumeric words of `text`.
-pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
+/// What the index knows of an event: its words, venue, date and lower-case
+/// category.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EventDoc {
+    venue: Uuid,
+    words: Vec<String>,
+    category: String,
+    date_ms: i64,
 }
 
-/// Word → ids, for events and for venues.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SearchIndex {
-    event_words: BTreeMap<String, BTreeSet<Uuid>>,
-    venue_words: BTreeMap<String, BTreeSet<Uuid>>,
-    events_by_venue: BTreeMap<Uuid, BTreeSet<Uuid>>,
+/// What the index knows of a venue: its words and lower-case city.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VenueDoc {
+    words: Vec<String>,
+    city: String,
 }
+
+/// Events are numbered densely in the order they were indexed; postings are lists
+/// of those numbers, and each event's and venue's own words are kept too. The
+/// numbering depends on that order (creation, or key order after a restore), so
+/// equality compares what is indexed, not how it is numbered; results never
+/// depend on the numbering (ties are broken by event id).
+#[derive(Debug, Clone, Default)]
+pub struct SearchIndex {
+    ids: Vec<Uuid>,
+    docs: Vec<EventDoc>,
+    event_words: BTreeMap<String, Vec<u32>>,
+    venue_words: BTreeMap<String, Vec<Uuid>>,
+    events_by_venue: HashMap<Uuid, Vec<u32>>,
+    venues: HashMap<Uuid, VenueDoc>,
+}
+
+impl PartialEq for SearchIndex {
+    fn eq(&self, other: &Self) -> bool {
+        let docs = |ix: &SearchIndex| -> BTreeMap<Uuid, EventDoc> {
+            ix.ids.iter().copied().zip(ix.docs.iter().cloned()).collect()
+        };
+        self.venues == other.venues && docs(self) == docs(other)
+    }
+}
+
+impl Eq for SearchIndex {}
 
 const EVENT_WEIGHT: u32 = 3;
 const VENUE_WEIGHT: u32 = 1;
 
+fn has_prefix(words: &[String], q: &str) -> bool {
+    words.iter().any(|w| w.starts_with(q))
+}
+
+fn sorted_words<'a>(parts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut ws: Vec<String> = parts.into_iter().flat_map(words).collect();
+    ws.sort();
+    ws.dedup();
+    ws
+}
+
 impl SearchIndex {
-    pub fn add_event(&mut self, event: Uuid, venue: Uuid, name: &str, artist: &str) {
-        for w in words(name).chain(words(artist)) {
-            self.event_words.entry(w).or_default().insert(event);
+    pub fn add_event(&mut self, event: &Event) {
+        let s = &event.spec;
+        let n = self.ids.len() as u32;
+        let ws = sorted_words([s.name.as_str(), s.artist.as_str()]);
+        for w in &ws {
+            self.event_words.entry(w.clone()).or_default().push(n);
         }
-        self.events_by_venue.entry(venue).or_default().insert(event);
+        self.events_by_venue.entry(s.venue_id).or_default().push(n);
+        self.ids.push(s.event_id);
+        self.docs.push(EventDoc {
+            venue: s.venue_id,
+            words: ws,
+            category: s.category.to_lowercase(),
+            date_ms: s.date_ms,
+        });
     }
 
     pub fn add_venue(&mut self, venue: Uuid, name: &str, city: &str) {
-        for w in words(name).chain(words(city)) {
-            self.venue_words.entry(w).or_default().insert(venue);
+        let ws = sorted_words([name, city]);
+        for w in &ws {
+            self.venue_words.entry(w.clone()).or_default().push(venue);
         }
+        self.venues.insert(
+            venue,
+            VenueDoc {
+                words: ws,
+                city: city.to_lowercase(),
+            },
+        );
     }
 
-    /// Events matching every word of `query`, with their relevance.
-    pub fn matches(&self, query: &[String]) -> HashMap<Uuid, u32> {
-        let mut result: Option<HashMap<Uuid, u32>> = None;
-        for q in query {
-            let mut scores: HashMap<Uuid, u32> = HashMap::new();
-            for (_, events) in self
-                .event_words
-                .range(q.clone()..)
-                .take_while(|(w, _)| w.starts_with(q.as_str()))
-            {
-                for e in events {
-                    *scores.entry(*e).or_default() += EVENT_WEIGHT;
-                }
-            }
-            for (_, venues) in self
-                .venue_words
-                .range(q.clone()..)
-                .take_while(|(w, _)| w.starts_with(q.as_str()))
-            {
-                for v in venues {
-                    for e in self.events_by_venue.get(v).into_iter().flatten() {
-                        *scores.entry(*e).or_default() += VENUE_WEIGHT;
+    fn venue(&self, d: &EventDoc) -> Option<&VenueDoc> {
+        self.venues.get(&d.venue)
+    }
+
+    /// An event's relevance for one query word: 3 if a word of its name or artist
+    /// begins with it, plus 1 if a word of its venue's name or city does.
+    fn score(&self, d: &EventDoc, q: &str) -> u32 {
+        let venue = self.venue(d).is_some_and(|v| has_prefix(&v.words, q));
+        EVENT_WEIGHT * u32::from(has_prefix(&d.words, q)) + VENUE_WEIGHT * u32::from(venue)
+    }
+
+    /// The events having a word, or a venue word, that begins with `q`.
+    fn candidates<'a>(&'a self, q: &'a str) -> impl Iterator<Item = u32> + 'a {
+        let direct = self
+            .event_words
+            .range(q.to_string()..)
+            .take_while(move |(w, _)| w.starts_with(q))
+            .flat_map(|(_, ids)| ids.iter().copied());
+        let via_venue = self
+            .venue_words
+            .range(q.to_string()..)
+            .take_while(move |(w, _)| w.starts_with(q))
+            .flat_map(|(_, vs)| vs.iter())
+            .flat_map(|v| self.events_by_venue.get(v).into_iter().flatten().copied());
+        direct.chain(via_venue)
+    }
+
+    /// How many postings a word's candidates take to list (its cost).
+    fn cost(&self, q: &str) -> usize {
+        let direct: usize = self
+            .event_words
+            .range(q.to_string()..)
+            .take_while(|(w, _)| w.starts_with(q))
+            .map(|(_, ids)| ids.len())
+            .sum();
+        let via_venue: usize = self
+            .venue_words
+            .range(q.to_string()..)
+            .take_while(|(w, _)| w.starts_with(q))
+            .flat_map(|(_, vs)| vs.iter())
+            .map(|v| self.events_by_venue.get(v).map_or(0, Vec::len))
+            .sum();
+        direct + via_venue
+    }
+
+    /// Events (by number) matching every word of `query`, with their relevance.
+    /// Starts from the word with the fewest postings and checks the others on each
+    /// candidate's own words, so one rare word makes the query cheap.
+    fn matches(&self, query: &[String]) -> Vec<(u32, u32)> {
+        let Some(seed) = query.iter().min_by_key(|q| self.cost(q)) else {
+            return Vec::new();
+        };
+        let mut found: Vec<u32> = self.candidates(seed).collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+            .into_iter()
+            .filter_map(|i| {
+                let d = self.docs.get(i as usize)?;
+                let mut total = 0;
+                for q in query {
+                    let s = self.score(d, q);
+                    if s == 0 {
+                        return None;
                     }
+                    total += s;
                 }
-            }
-            result = Some(match result {
-                None => scores,
-                Some(prev) => prev
-                    .into_iter()
-                    .filter_map(|(e, s)| scores.get(&e).map(|t| (e, s + t)))
-                    .collect(),
-            });
-            if result.as_ref().is_some_and(HashMap::is_empty) {
-                break;
-            }
-        }
-        result.unwrap_or_default()
+                Some((i, total))
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::catalog::NewEvent;
+
+    fn event(id: u128, venue: Uuid, name: &str, artist: &str) -> Event {
+        Event {
+            spec: NewEvent {
+                event_id: Uuid::from_u128(id),
+                name: name.into(),
+                artist: artist.into(),
+                description: String::new(),
+                category: "Concert".into(),
+                venue_id: venue,
+                date_ms: id as i64,
+                doors_open_ms: None,
+                on_sale_ms: 0,
+                presale_start_ms: None,
+                pricing_tiers: Vec::new(),
+                queue: None,
+                image_url: None,
+            },
+            group_id: id as u64,
+            replicas: Vec::new(),
+            created_ms: 0,
+        }
+    }
 
     #[test]
     fn every_word_must_match_a_prefix_and_names_weigh_more() {
@@ -164,23 +283,28 @@ mod tests {
         let (msg, arena) = (Uuid::from_u128(1), Uuid::from_u128(2));
         ix.add_venue(msg, "Madison Square Garden", "New York");
         ix.add_venue(arena, "The Arena", "Newark");
-        let (eras, other, york) = (
+        ix.add_event(&event(10, msg, "Eras Tour", "Taylor Swift"));
+        ix.add_event(&event(11, arena, "Jazz Night", "Quartet"));
+        ix.add_event(&event(12, arena, "New York Nights", "Band"));
+        let q = |s: &str| {
+            let mut m: Vec<(Uuid, u32)> = ix
+                .matches(&words(s).collect::<Vec<_>>())
+                .into_iter()
+                .map(|(i, score)| (ix.ids[i as usize], score))
+                .collect();
+            m.sort();
+            m
+        };
+        let (eras, jazz, york) = (
             Uuid::from_u128(10),
             Uuid::from_u128(11),
             Uuid::from_u128(12),
         );
-        ix.add_event(eras, msg, "Eras Tour", "Taylor Swift");
-        ix.add_event(other, arena, "Jazz Night", "Quartet");
-        ix.add_event(york, arena, "New York Nights", "Band");
-        let q = |s: &str| ix.matches(&words(s).collect::<Vec<_>>());
-        assert_eq!(q("taylor SWIFT"), HashMap::from([(eras, 6)]));
-        assert_eq!(q("tay"), HashMap::from([(eras, 3)]));
-        assert_eq!(q("jazz newark"), HashMap::from([(other, 4)]));
-        // "new" is a venue word of both venues' cities and an event word of one.
-        let new = q("new york");
-        assert_eq!(new.get(&york), Some(&(3 + 1 + 3)));
-        assert_eq!(new.get(&eras), Some(&(1 + 1)));
-        assert!(!new.contains_key(&other));
+        assert_eq!(q("taylor SWIFT"), vec![(eras, 6)]);
+        assert_eq!(q("tay"), vec![(eras, 3)]);
+        assert_eq!(q("jazz newark"), vec![(jazz, 4)]);
+        // "new": an event word of one event, and a venue word of both venues.
+        assert_eq!(q("new york"), vec![(eras, 1 + 1), (york, 3 + 1 + 3)]);
         assert!(q("taylor jazz").is_empty());
     }
 }
