@@ -5,13 +5,17 @@
 //! faults on a seeded schedule, a settle phase after healing, a final read of every
 //! node, and [`checker`]s that can fail.
 //!
-//! Today: the `catalog` workload (concurrent venue creation) under the `kill` nemesis
-//! (SIGKILL a random node or the catalog leader, restart it later). The runner's
-//! [`Workload`] and [`Nemesis`] enums are the extension points for `holds`, `queue`,
-//! `orders` and for `pause`, `partition`, `clock`, `membership`, `disk`.
+//! Today: the `catalog` workload (concurrent venue creation) and the `holds`
+//! workload (seat holds and releases, checked per seat for linearizability by
+//! [`linear`]) under the `kill` nemesis (SIGKILL a random node or the workload
+//! group's leader, restart it later). The runner's [`Workload`] and [`Nemesis`]
+//! enums are the extension points for `queue`, `orders` and for `pause`,
+//! `partition`, `clock`, `membership`, `disk`.
 
 pub mod checker;
 pub mod history;
+pub mod holds;
+pub mod linear;
 mod runner;
 
 pub use runner::{run, Nemesis, RunOpts, RunReport, Workload};

@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 
 use crate::checker::{check_catalog, CatalogReport};
 use crate::history::{History, OpType};
+use crate::holds::{self, HoldsVerdict};
 
 /// What clients do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -25,13 +26,17 @@ pub enum Workload {
     /// Concurrent venue creation through random nodes; checks no acknowledged venue
     /// is lost, none appears twice or from nowhere, and all nodes agree.
     Catalog,
+    /// Holds and releases of the seats of one 24-seat event through random nodes;
+    /// checks per-seat linearizability and the final state.
+    Holds,
 }
 
 /// Faults to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Nemesis {
-    /// SIGKILL a random node or the catalog leader, restart it a little later.
+    /// SIGKILL a random node or the leader of the workload's group (the catalog's,
+    /// or the event's), restart it a little later.
     Kill,
 }
 
@@ -58,13 +63,17 @@ pub struct RunReport {
     pub fail: usize,
     pub info: usize,
     pub faults: usize,
-    pub catalog: CatalogReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holds: Option<HoldsVerdict>,
     pub out_dir: Option<PathBuf>,
 }
 
 impl RunReport {
+    /// Every checker of the run's workload passed.
     pub fn valid(&self) -> bool {
-        self.catalog.valid
+        self.catalog.as_ref().is_none_or(|c| c.valid) && self.holds.as_ref().is_none_or(|h| h.valid)
     }
 }
 
@@ -85,10 +94,27 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
     let cluster = TestCluster::start(ClusterOpts {
         nodes: opts.nodes,
         request_timeout_ms: 2000,
+        // Holds outlast the run (expiry is the clock nemesis's business), and the
+        // clients' users are not throttled.
+        extra_toml: [
+            "[inventory]",
+            "hold_seconds = 3600",
+            "[rate_limits]",
+            "reserve = { requests = 1000000, window_seconds = 60 }",
+            "authenticated = { requests = 1000000, window_seconds = 60 }",
+            "",
+        ]
+        .join("\n"),
         ..ClusterOpts::default()
     })?;
     cluster.wait_healthy(Duration::from_secs(60)).await?;
     cluster.wait_for_leader(0, Duration::from_secs(20)).await?;
+    let setup = match opts.workload {
+        Workload::Holds => Some(holds::setup(&cluster, opts.clients).await?),
+        Workload::Catalog => None,
+    };
+    // The group whose leader the nemesis prefers.
+    let target_group = setup.as_ref().map_or(0, |s| s.group_id);
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
     let ids = cluster.ids();
     let cluster = Arc::new(Mutex::new(cluster));
@@ -107,7 +133,11 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
                 .collect();
             let mut rng =
                 StdRng::seed_from_u64(opts.seed.wrapping_mul(1000).wrapping_add(p as u64));
+            let setup = setup.clone();
             tokio::spawn(async move {
+                if let Some(setup) = setup {
+                    return holds::client(p, nodes, setup, history, rng, deadline).await;
+                }
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     n += 1;
@@ -150,9 +180,9 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
                 tokio::time::sleep(pause).await;
                 let mut c = cluster.lock().await;
                 let running = c.running();
-                // Half the time the catalog leader, else any node.
+                // Half the time the workload group's leader, else any node.
                 let leader = match c.view(running[0]).await {
-                    Ok(v) => v.group(0).and_then(|g| g.leader),
+                    Ok(v) => v.group(target_group).and_then(|g| g.leader),
                     Err(_) => None,
                 };
                 let target = match leader {
@@ -186,18 +216,27 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
     }
     c.wait_healthy(Duration::from_secs(60)).await?;
     c.wait_converged(0, Duration::from_secs(60)).await?;
-
-    let mut finals = BTreeMap::new();
-    for id in &ids {
-        let list = c.client(*id).venues().await?;
-        let names: Vec<String> = list
-            .venues
-            .iter()
-            .filter_map(|v| v["name"].as_str().map(str::to_string))
-            .collect();
-        finals.insert(*id, names);
-    }
     let ops = history.ops();
+    let (catalog, holds) = match &setup {
+        None => {
+            let mut finals = BTreeMap::new();
+            for id in &ids {
+                let list = c.client(*id).venues().await?;
+                let names: Vec<String> = list
+                    .venues
+                    .iter()
+                    .filter_map(|v| v["name"].as_str().map(str::to_string))
+                    .collect();
+                finals.insert(*id, names);
+            }
+            (Some(check_catalog(&ops, &finals)), None)
+        }
+        Some(setup) => {
+            c.wait_converged(setup.group_id, Duration::from_secs(60))
+                .await?;
+            (None, Some(holds::check(&c, setup, &history).await?))
+        }
+    };
     let count = |k: OpType| {
         ops.iter()
             .filter(|o| o.process != "nemesis" && o.kind == k)
@@ -211,7 +250,8 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
         fail: count(OpType::Fail),
         info: count(OpType::Info),
         faults,
-        catalog: check_catalog(&ops, &finals),
+        catalog,
+        holds,
         out_dir: None,
     };
     if let Some(out) = &opts.out {

@@ -122,7 +122,11 @@ pub struct SearchIndex {
 impl PartialEq for SearchIndex {
     fn eq(&self, other: &Self) -> bool {
         let docs = |ix: &SearchIndex| -> BTreeMap<Uuid, EventDoc> {
-            ix.ids.iter().copied().zip(ix.docs.iter().cloned()).collect()
+            ix.ids
+                .iter()
+                .copied()
+                .zip(ix.docs.iter().cloned())
+                .collect()
         };
         self.venues == other.venues && docs(self) == docs(other)
     }

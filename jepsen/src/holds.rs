@@ -1,0 +1,230 @@
+//! The `holds` workload: clients hold and release seats of one small event
+//! (heavy contention) through random nodes. After the run: the per-seat
+//! linearizability check of the history, and the final state — every replica's
+//! seat map agrees, every acknowledged hold not released is ACTIVE, and no seat is
+//! in two of them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use boxoffice_client::{sample_event, Client, ClientError, NewVenue};
+use boxoffice_tests::TestCluster;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::history::{History, OpType};
+use crate::linear::{check_holds, HoldsReport};
+
+/// What every client needs: the event, its seats, and one user per client.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub event_id: String,
+    pub group_id: u64,
+    pub seats: Vec<String>,
+    pub tokens: Vec<String>,
+}
+
+/// Creates a 24-seat event, puts it on sale, registers one user per client.
+pub async fn setup(c: &TestCluster, clients: usize) -> Result<Setup> {
+    let admin = c.client(c.ids()[0]);
+    let venue = admin
+        .create_venue(&NewVenue::sample("jepsen hall", 2, 12), None)
+        .await?;
+    let e = admin
+        .create_event(&sample_event("jepsen night", &venue.venue_id, &["Floor"]))
+        .await?;
+    admin.set_event_status(&e.event_id, "ON_SALE").await?;
+    let map = admin.seat_map(&e.event_id).await?;
+    let seats = Client::seats_of(&map)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut tokens = Vec::new();
+    for p in 0..clients {
+        let email = format!("jepsen-{p}@example.com");
+        admin.register(&email, "jepsen password", "Jepsen").await?;
+        let login = admin.login(&email, "jepsen password").await?;
+        tokens.push(
+            login["access_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    Ok(Setup {
+        event_id: e.event_id,
+        group_id: e.group_id,
+        seats,
+        tokens,
+    })
+}
+
+/// A failed call's history entry: definitely not applied, or unknown.
+fn outcome(e: &ClientError) -> (OpType, Value) {
+    match e {
+        ClientError::Api {
+            status,
+            code,
+            details,
+            ..
+        } if (400..500).contains(status) => (
+            OpType::Fail,
+            json!({ "code": code, "taken": details["seat_ids"] }),
+        ),
+        ClientError::Transport(t) if t.is_connect() => {
+            (OpType::Fail, json!({ "code": "UNREACHABLE" }))
+        }
+        other => (OpType::Info, json!({ "error": other.to_string() })),
+    }
+}
+
+/// One client until `deadline`: 60% holds of 1–3 random seats, 40% releases of one
+/// of its acknowledged holds.
+pub async fn client(
+    p: usize,
+    nodes: Vec<Client>,
+    setup: Setup,
+    history: History,
+    mut rng: StdRng,
+    deadline: Instant,
+) {
+    let token = &setup.tokens[p];
+    let mut mine: Vec<(String, Vec<String>)> = Vec::new();
+    let proc = p.to_string();
+    while Instant::now() < deadline {
+        let node = &nodes[rng.gen_range(0..nodes.len())];
+        if mine.is_empty() || rng.gen_bool(0.6) {
+            let k = rng.gen_range(1..=3);
+            let seats: Vec<String> = setup.seats.choose_multiple(&mut rng, k).cloned().collect();
+            history.record(&proc, OpType::Invoke, "reserve", json!({ "seats": seats }));
+            let body = json!({"event_id": setup.event_id, "seat_ids": seats});
+            match node.reserve(token, &body, None).await {
+                Ok(r) => {
+                    let id = r["reservation_id"].as_str().unwrap_or_default().to_string();
+                    history.record(
+                        &proc,
+                        OpType::Ok,
+                        "reserve",
+                        json!({ "reservation": id, "seats": r["seat_ids"] }),
+                    );
+                    mine.push((id, seats));
+                }
+                Err(e) => {
+                    let (kind, value) = outcome(&e);
+                    history.record(&proc, kind, "reserve", value);
+                    if kind == OpType::Fail && e.status().is_none() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        } else {
+            let (id, seats) = mine.swap_remove(rng.gen_range(0..mine.len()));
+            let value = json!({ "reservation": id, "seats": seats });
+            history.record(&proc, OpType::Invoke, "release", value.clone());
+            match node.release(token, &id).await {
+                Ok(()) => history.record(&proc, OpType::Ok, "release", value),
+                Err(e) => {
+                    let (kind, v) = outcome(&e);
+                    history.record(&proc, kind, "release", v);
+                    if kind != OpType::Ok {
+                        // Not known to be released: it may still hold its seats.
+                        mine.push((id, seats));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The final state after healing.
+#[derive(Debug, Clone, Serialize)]
+pub struct FinalState {
+    /// Every replica's seat map is the same.
+    pub maps_agree: bool,
+    /// Acknowledged holds never released (by an acknowledged release) that are not
+    /// ACTIVE now: lost holds.
+    pub lost: Vec<String>,
+    /// Seats in two ACTIVE acknowledged holds.
+    pub double_held: Vec<String>,
+}
+
+/// The checks of a holds run.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldsVerdict {
+    pub linearizability: HoldsReport,
+    pub final_state: FinalState,
+    pub valid: bool,
+}
+
+/// Checks the history and the healed cluster.
+pub async fn check(c: &TestCluster, setup: &Setup, history: &History) -> Result<HoldsVerdict> {
+    let ops = history.ops();
+    let linearizability = check_holds(&ops);
+    // Acknowledged holds, and those whose release was acknowledged.
+    let mut owner: BTreeMap<String, usize> = BTreeMap::new();
+    let mut released = BTreeSet::new();
+    let mut last_invoke: BTreeMap<String, Value> = BTreeMap::new();
+    for op in &ops {
+        match (op.f.as_str(), op.kind) {
+            (_, OpType::Invoke) => {
+                last_invoke.insert(op.process.clone(), op.value.clone());
+            }
+            ("reserve", OpType::Ok) => {
+                if let (Some(id), Ok(p)) = (op.value["reservation"].as_str(), op.process.parse()) {
+                    owner.insert(id.to_string(), p);
+                }
+            }
+            ("release", OpType::Ok) => {
+                if let Some(id) = last_invoke
+                    .get(&op.process)
+                    .and_then(|v| v["reservation"].as_str())
+                {
+                    released.insert(id.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    let reader = c.client(c.ids()[0]);
+    let mut lost = Vec::new();
+    let mut seat_owner: BTreeMap<String, String> = BTreeMap::new();
+    let mut double_held = Vec::new();
+    for (id, p) in &owner {
+        let r = reader.reservation(&setup.tokens[*p], id).await?;
+        let active = r["status"] == "ACTIVE";
+        if !released.contains(id) && !active {
+            lost.push(id.clone());
+        }
+        if active {
+            for s in r["seat_ids"].as_array().into_iter().flatten() {
+                let s = s.as_str().unwrap_or_default().to_string();
+                if seat_owner.insert(s.clone(), id.clone()).is_some() {
+                    double_held.push(s);
+                }
+            }
+        }
+    }
+    let mut maps = BTreeSet::new();
+    for id in c.ids() {
+        let map = c.client(id).seat_map(&setup.event_id).await?;
+        maps.insert(Client::seats_of(&map));
+    }
+    let final_state = FinalState {
+        maps_agree: maps.len() == 1,
+        lost,
+        double_held,
+    };
+    let valid = linearizability.valid
+        && final_state.maps_agree
+        && final_state.lost.is_empty()
+        && final_state.double_held.is_empty();
+    Ok(HoldsVerdict {
+        linearizability,
+        final_state,
+        valid,
+    })
+}
