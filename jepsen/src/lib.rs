@@ -7,10 +7,10 @@
 //!
 //! Today: the `catalog` workload (concurrent venue creation) and the `holds`
 //! workload (seat holds and releases, checked per seat for linearizability by
-//! [`linear`]) under the `kill` nemesis (SIGKILL a random node or the workload
-//! group's leader, restart it later). The runner's [`Workload`] and [`Nemesis`]
-//! enums are the extension points for `queue`, `orders` and for `pause`,
-//! `partition`, `clock`, `membership`, `disk`.
+//! [`linear`]) under the `kill` and `pause` nemeses (SIGKILL or SIGSTOP a random
+//! node or the workload group's leader, restart or SIGCONT it later). The runner's
+//! [`Workload`] and [`Nemesis`] enums are the extension points for `queue`,
+//! `orders` and for `partition`, `clock`, `membership`, `disk`.
 
 pub mod checker;
 pub mod history;

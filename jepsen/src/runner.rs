@@ -38,6 +38,9 @@ pub enum Nemesis {
     /// SIGKILL a random node or the leader of the workload's group (the catalog's,
     /// or the event's), restart it a little later.
     Kill,
+    /// SIGSTOP such a node (it keeps its sockets but answers nothing: a long GC
+    /// pause or a stalled VM), SIGCONT it a little later.
+    Pause,
 }
 
 /// A run's settings.
@@ -169,7 +172,7 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
         let mut rng = StdRng::seed_from_u64(opts.seed);
         tokio::spawn(async move {
             let mut faults = 0usize;
-            if !nemeses.contains(&Nemesis::Kill) {
+            if nemeses.is_empty() {
                 return Ok::<usize, anyhow::Error>(0);
             }
             loop {
@@ -189,15 +192,27 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
                     Some(l) if rng.gen_bool(0.5) && running.contains(&l) => l,
                     _ => running[rng.gen_range(0..running.len())],
                 };
-                history.record("nemesis", OpType::Invoke, "kill", json!({ "node": target }));
-                c.kill(target)?;
-                history.record("nemesis", OpType::Info, "kill", json!({ "node": target }));
+                let fault = nemeses[rng.gen_range(0..nemeses.len())];
+                let node = json!({ "node": target });
+                let (start, stop) = match fault {
+                    Nemesis::Kill => ("kill", "start"),
+                    Nemesis::Pause => ("pause", "resume"),
+                };
+                history.record("nemesis", OpType::Invoke, start, node.clone());
+                match fault {
+                    Nemesis::Kill => c.kill(target)?,
+                    Nemesis::Pause => c.pause(target)?,
+                }
+                history.record("nemesis", OpType::Info, start, node.clone());
                 faults += 1;
                 drop(c);
                 tokio::time::sleep(Duration::from_millis(rng.gen_range(500..2000))).await;
                 let mut c = cluster.lock().await;
-                c.start_node(target)?;
-                history.record("nemesis", OpType::Info, "start", json!({ "node": target }));
+                match fault {
+                    Nemesis::Kill => c.start_node(target)?,
+                    Nemesis::Pause => c.resume(target)?,
+                }
+                history.record("nemesis", OpType::Info, stop, node);
             }
         })
     };

@@ -289,6 +289,33 @@ impl TestCluster {
         self.signal(id, libc::SIGTERM)
     }
 
+    /// SIGSTOP: the node freezes mid-flight (a GC pause, a stalled VM) and keeps
+    /// its connections; [`TestCluster::resume`] lets it run on.
+    pub fn pause(&mut self, id: u64) -> Result<()> {
+        self.signal_running(id, libc::SIGSTOP)
+    }
+
+    /// SIGCONT after [`TestCluster::pause`].
+    pub fn resume(&mut self, id: u64) -> Result<()> {
+        self.signal_running(id, libc::SIGCONT)
+    }
+
+    /// Sends a signal to a running node without reaping it.
+    fn signal_running(&mut self, id: u64, sig: i32) -> Result<()> {
+        let pid = self
+            .node(id)
+            .pid()
+            .ok_or_else(|| anyhow!("node {id} is not running"))? as libc::pid_t;
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        if unsafe { libc::kill(pid, sig) } != 0 {
+            anyhow::bail!(
+                "signal {sig} to node {id}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+
     fn signal(&mut self, id: u64, sig: i32) -> Result<()> {
         let node = self.node_mut(id);
         let mut child = node
