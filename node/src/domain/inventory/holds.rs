@@ -377,12 +377,17 @@ impl Inventory {
         }
     }
 
-    /// The owner releases a hold; releasing a released or expired one again is a
-    /// no-op that answers the same.
-    pub(super) fn release(
+    /// Moves a reservation from `from` to `to`. One already in a status of `done`
+    /// answers as it is (retries are no-ops); any other status is refused. With an
+    /// `owner`, only that user may move it.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
         &mut self,
         id: Uuid,
-        user_id: Uuid,
+        owner: Option<Uuid>,
+        from: ReservationStatus,
+        to: ReservationStatus,
+        done: &[ReservationStatus],
         ctx: ApplyCtx,
         changes: &mut Vec<Change>,
     ) -> Result<ReservationView, InventoryRejection> {
@@ -390,21 +395,39 @@ impl Inventory {
             .reservations
             .get(&id)
             .ok_or(InventoryRejection::UnknownReservation)?;
-        if r.user_id != user_id {
+        if owner.is_some_and(|u| u != r.user_id) {
             return Err(InventoryRejection::NotOwner);
         }
-        match r.status {
-            ReservationStatus::Active => {
-                let r = self
-                    .transition(id, ReservationStatus::Released, ctx.now_ms, changes)
-                    .ok_or(InventoryRejection::UnknownReservation)?;
-                Ok(self.view_at(&r, ctx.now_ms))
-            }
-            ReservationStatus::Released | ReservationStatus::Expired => {
-                Ok(self.view_at(r, ctx.now_ms))
-            }
-            other => Err(InventoryRejection::ReservationClosed(other)),
+        if r.status == from {
+            let r = self
+                .transition(id, to, ctx.now_ms, changes)
+                .ok_or(InventoryRejection::UnknownReservation)?;
+            Ok(self.view_at(&r, ctx.now_ms))
+        } else if done.contains(&r.status) {
+            Ok(self.view_at(r, ctx.now_ms))
+        } else {
+            Err(InventoryRejection::ReservationClosed(r.status))
         }
+    }
+
+    /// The owner releases a hold; a released or expired one answers the same.
+    pub(super) fn release(
+        &mut self,
+        id: Uuid,
+        user_id: Uuid,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> Result<ReservationView, InventoryRejection> {
+        use ReservationStatus::*;
+        self.step(
+            id,
+            Some(user_id),
+            Active,
+            Released,
+            &[Released, Expired],
+            ctx,
+            changes,
+        )
     }
 
     /// A live hold becomes sold.
@@ -414,20 +437,8 @@ impl Inventory {
         ctx: ApplyCtx,
         changes: &mut Vec<Change>,
     ) -> Result<ReservationView, InventoryRejection> {
-        let r = self
-            .reservations
-            .get(&id)
-            .ok_or(InventoryRejection::UnknownReservation)?;
-        match r.status {
-            ReservationStatus::Active => {
-                let r = self
-                    .transition(id, ReservationStatus::Converted, ctx.now_ms, changes)
-                    .ok_or(InventoryRejection::UnknownReservation)?;
-                Ok(self.view_at(&r, ctx.now_ms))
-            }
-            ReservationStatus::Converted => Ok(self.view_at(r, ctx.now_ms)),
-            other => Err(InventoryRejection::ReservationClosed(other)),
-        }
+        use ReservationStatus::*;
+        self.step(id, None, Active, Converted, &[Converted], ctx, changes)
     }
 
     /// Sold seats go back on sale.
@@ -437,20 +448,8 @@ impl Inventory {
         ctx: ApplyCtx,
         changes: &mut Vec<Change>,
     ) -> Result<ReservationView, InventoryRejection> {
-        let r = self
-            .reservations
-            .get(&id)
-            .ok_or(InventoryRejection::UnknownReservation)?;
-        match r.status {
-            ReservationStatus::Converted => {
-                let r = self
-                    .transition(id, ReservationStatus::Refunded, ctx.now_ms, changes)
-                    .ok_or(InventoryRejection::UnknownReservation)?;
-                Ok(self.view_at(&r, ctx.now_ms))
-            }
-            ReservationStatus::Refunded => Ok(self.view_at(r, ctx.now_ms)),
-            other => Err(InventoryRejection::ReservationClosed(other)),
-        }
+        use ReservationStatus::*;
+        self.step(id, None, Converted, Refunded, &[Refunded], ctx, changes)
     }
 
     /// A reservation as seen at `now_ms` (a live hold past its time reads EXPIRED).
