@@ -112,13 +112,9 @@ impl Inventory {
         }
     }
 
-    /// Marks a reservation's seats held or sold and counts them.
-    fn occupy(&mut self, r: &Reservation) {
-        let state = match r.status {
-            ReservationStatus::Active => SeatState::Held(r.reservation_id),
-            _ => SeatState::Sold(r.reservation_id),
-        };
-        for &s in &r.seats {
+    /// Sets the seats' state and keeps the per-tier available counts in step.
+    fn mark(&mut self, seats: &[u32], state: SeatState) {
+        for &s in seats {
             if let Some(slot) = self.seats.get_mut(s as usize) {
                 *slot = state;
             }
@@ -127,9 +123,22 @@ impl Inventory {
                 .get(s as usize)
                 .and_then(|&t| self.available_by_tier.get_mut(usize::from(t)))
             {
-                *c = c.saturating_sub(1);
+                *c = if state == SeatState::Available {
+                    *c + 1
+                } else {
+                    c.saturating_sub(1)
+                };
             }
         }
+    }
+
+    /// Marks a reservation's seats held or sold and counts them.
+    fn occupy(&mut self, r: &Reservation) {
+        let state = match r.status {
+            ReservationStatus::Active => SeatState::Held(r.reservation_id),
+            _ => SeatState::Sold(r.reservation_id),
+        };
+        self.mark(&r.seats, state);
         if r.status == ReservationStatus::Converted {
             self.sold += r.seats.len() as u32;
         }
@@ -141,18 +150,7 @@ impl Inventory {
 
     /// Frees a reservation's seats and uncounts them.
     fn vacate(&mut self, r: &Reservation) {
-        for &s in &r.seats {
-            if let Some(slot) = self.seats.get_mut(s as usize) {
-                *slot = SeatState::Available;
-            }
-            if let Some(c) = self
-                .seat_tier
-                .get(s as usize)
-                .and_then(|&t| self.available_by_tier.get_mut(usize::from(t)))
-            {
-                *c += 1;
-            }
-        }
+        self.mark(&r.seats, SeatState::Available);
         if r.status == ReservationStatus::Converted {
             self.sold = self.sold.saturating_sub(r.seats.len() as u32);
         }
