@@ -59,14 +59,15 @@ impl History {
 
     /// Appends an entry stamped with the run's clock.
     pub fn record(&self, process: impl Into<String>, kind: OpType, f: &str, value: Value) {
-        let op = Op {
+        let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
+        // Stamped under the lock, so times never decrease along the history.
+        ops.push(Op {
             process: process.into(),
             kind,
             f: f.to_string(),
             value,
             time_ms: self.started.elapsed().as_millis() as u64,
-        };
-        self.ops.lock().unwrap_or_else(|p| p.into_inner()).push(op);
+        });
     }
 
     /// A copy of the entries so far.

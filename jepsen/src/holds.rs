@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::history::{History, OpType};
-use crate::linear::{check_holds, HoldsReport};
+use crate::linear::{check_holds, Expiry, HoldsReport};
 
 /// What every client needs: the event, its seats, and one user per client.
 #[derive(Debug, Clone)]
@@ -82,8 +82,9 @@ fn outcome(e: &ClientError) -> (OpType, Value) {
     }
 }
 
-/// One client until `deadline`: 60% holds of 1–3 random seats, 40% releases of one
-/// of its acknowledged holds.
+/// One client until `deadline`: holds of 1–3 random seats (a quarter of them
+/// abandoned, left to expire), releases and linearizable reads of its
+/// acknowledged holds.
 pub async fn client(
     p: usize,
     nodes: Vec<Client>,
@@ -94,10 +95,31 @@ pub async fn client(
 ) {
     let token = &setup.tokens[p];
     let mut mine: Vec<(String, Vec<String>)> = Vec::new();
+    let mut abandoned: Vec<(String, Vec<String>)> = Vec::new();
     let proc = p.to_string();
     while Instant::now() < deadline {
         let node = &nodes[rng.gen_range(0..nodes.len())];
-        if mine.is_empty() || rng.gen_bool(0.6) {
+        let readable = mine.len() + abandoned.len();
+        if readable > 0 && rng.gen_bool(0.2) {
+            let k = rng.gen_range(0..readable);
+            let (id, seats) = mine.get(k).unwrap_or_else(|| &abandoned[k - mine.len()]);
+            let value = json!({ "reservation": id, "seats": seats });
+            history.record(&proc, OpType::Invoke, "read-reservation", value);
+            match node.reservation(token, id).await {
+                Ok(r) => history.record(
+                    &proc,
+                    OpType::Ok,
+                    "read-reservation",
+                    json!({ "status": r["status"] }),
+                ),
+                Err(e) => {
+                    let (kind, v) = outcome(&e);
+                    // A read that failed or timed out changed nothing: either way
+                    // it is left out of the check.
+                    history.record(&proc, kind, "read-reservation", v);
+                }
+            }
+        } else if mine.is_empty() || rng.gen_bool(0.6) {
             let k = rng.gen_range(1..=3);
             let seats: Vec<String> = setup.seats.choose_multiple(&mut rng, k).cloned().collect();
             history.record(&proc, OpType::Invoke, "reserve", json!({ "seats": seats }));
@@ -111,7 +133,16 @@ pub async fn client(
                         "reserve",
                         json!({ "reservation": id, "seats": r["seat_ids"] }),
                     );
-                    mine.push((id, seats));
+                    // A fan who walks away: the hold is left to expire (and
+                    // read now and then, around its expiry).
+                    if rng.gen_bool(0.1) {
+                        if abandoned.len() == 8 {
+                            abandoned.remove(0);
+                        }
+                        abandoned.push((id, seats));
+                    } else {
+                        mine.push((id, seats));
+                    }
                 }
                 Err(e) => {
                     let (kind, value) = outcome(&e);
@@ -146,8 +177,10 @@ pub struct FinalState {
     /// Every replica's seat map is the same.
     pub maps_agree: bool,
     /// Acknowledged holds never released (by an acknowledged release) that are not
-    /// ACTIVE now: lost holds.
+    /// ACTIVE now, though too young to have expired: lost holds.
     pub lost: Vec<String>,
+    /// Acknowledged holds that expired (legitimately: old enough).
+    pub expired: usize,
     /// Seats in two ACTIVE acknowledged holds.
     pub double_held: Vec<String>,
 }
@@ -160,28 +193,47 @@ pub struct HoldsVerdict {
     pub valid: bool,
 }
 
-/// Checks the history and the healed cluster.
-pub async fn check(c: &TestCluster, setup: &Setup, history: &History) -> Result<HoldsVerdict> {
+/// Reads every replica's seat map into the history (as `read` operations, which
+/// the linearizability check then places after everything else), checks the
+/// acknowledged holds against the healed cluster, and checks the history.
+pub async fn check(
+    c: &TestCluster,
+    setup: &Setup,
+    history: &History,
+    expiry: Expiry,
+) -> Result<HoldsVerdict> {
+    let mut maps = BTreeSet::new();
+    for id in c.ids() {
+        let process = format!("final-{id}");
+        history.record(&process, OpType::Invoke, "read", json!({ "node": id }));
+        let map = c.client(id).seat_map(&setup.event_id).await?;
+        let seats: BTreeMap<String, String> = Client::seats_of(&map).into_iter().collect();
+        history.record(&process, OpType::Ok, "read", json!({ "seats": seats }));
+        maps.insert(seats);
+    }
     let ops = history.ops();
-    let linearizability = check_holds(&ops);
-    // Acknowledged holds, and those whose release was acknowledged.
-    let mut owner: BTreeMap<String, usize> = BTreeMap::new();
+    let now_ms = ops.last().map_or(0, |o| o.time_ms);
+    let linearizability = check_holds(&ops, expiry);
+    // Acknowledged holds (owner, invocation time), and those whose release was
+    // acknowledged.
+    let mut acked: BTreeMap<String, (usize, u64)> = BTreeMap::new();
     let mut released = BTreeSet::new();
-    let mut last_invoke: BTreeMap<String, Value> = BTreeMap::new();
+    let mut last_invoke: BTreeMap<String, (Value, u64)> = BTreeMap::new();
     for op in &ops {
         match (op.f.as_str(), op.kind) {
             (_, OpType::Invoke) => {
-                last_invoke.insert(op.process.clone(), op.value.clone());
+                last_invoke.insert(op.process.clone(), (op.value.clone(), op.time_ms));
             }
             ("reserve", OpType::Ok) => {
+                let invoked = last_invoke.get(&op.process).map_or(0, |(_, t)| *t);
                 if let (Some(id), Ok(p)) = (op.value["reservation"].as_str(), op.process.parse()) {
-                    owner.insert(id.to_string(), p);
+                    acked.insert(id.to_string(), (p, invoked));
                 }
             }
             ("release", OpType::Ok) => {
                 if let Some(id) = last_invoke
                     .get(&op.process)
-                    .and_then(|v| v["reservation"].as_str())
+                    .and_then(|(v, _)| v["reservation"].as_str())
                 {
                     released.insert(id.to_string());
                 }
@@ -191,13 +243,18 @@ pub async fn check(c: &TestCluster, setup: &Setup, history: &History) -> Result<
     }
     let reader = c.client(c.ids()[0]);
     let mut lost = Vec::new();
+    let mut expired = 0;
     let mut seat_owner: BTreeMap<String, String> = BTreeMap::new();
     let mut double_held = Vec::new();
-    for (id, p) in &owner {
+    for (id, (p, invoked)) in &acked {
         let r = reader.reservation(&setup.tokens[*p], id).await?;
         let active = r["status"] == "ACTIVE";
         if !released.contains(id) && !active {
-            lost.push(id.clone());
+            if r["status"] == "EXPIRED" && now_ms >= expiry.earliest(*invoked) {
+                expired += 1;
+            } else {
+                lost.push(id.clone());
+            }
         }
         if active {
             for s in r["seat_ids"].as_array().into_iter().flatten() {
@@ -208,14 +265,10 @@ pub async fn check(c: &TestCluster, setup: &Setup, history: &History) -> Result<
             }
         }
     }
-    let mut maps = BTreeSet::new();
-    for id in c.ids() {
-        let map = c.client(id).seat_map(&setup.event_id).await?;
-        maps.insert(Client::seats_of(&map));
-    }
     let final_state = FinalState {
         maps_agree: maps.len() == 1,
         lost,
+        expired,
         double_held,
     };
     let valid = linearizability.valid

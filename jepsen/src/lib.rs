@@ -5,17 +5,22 @@
 //! faults on a seeded schedule, a settle phase after healing, a final read of every
 //! node, and [`checker`]s that can fail.
 //!
-//! Today: the `catalog` workload (concurrent venue creation) and the `holds`
-//! workload (seat holds and releases, checked per seat for linearizability by
-//! [`linear`]) under the `kill` and `pause` nemeses (SIGKILL or SIGSTOP a random
-//! node or the workload group's leader, restart or SIGCONT it later). The runner's
-//! [`Workload`] and [`Nemesis`] enums are the extension points for `queue`,
-//! `orders` and for `partition`, `clock`, `membership`, `disk`.
+//! Workloads: `catalog` (concurrent venue creation) and `holds` (seat holds,
+//! releases and final reads, checked per seat for linearizability by [`linear`]).
+//! Nemeses ([`nemesis`]): `kill`, `pause`, `partition` (iptables inside the
+//! runner's own loopback-only network namespace, [`netns`]) and `clock`
+//! (libfaketime). Each run writes its history, report, node logs and pictures
+//! ([`plot`]). The [`Workload`] and [`Nemesis`] enums are the extension points for
+//! `queue`, `orders`, `membership` and `disk`.
 
 pub mod checker;
 pub mod history;
 pub mod holds;
 pub mod linear;
+pub mod nemesis;
+pub mod netns;
+pub mod plot;
 mod runner;
 
-pub use runner::{run, Nemesis, RunOpts, RunReport, Workload};
+pub use nemesis::Nemesis;
+pub use runner::{run, RunOpts, RunReport, Workload};

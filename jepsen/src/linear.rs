@@ -10,10 +10,17 @@
 //! - `acquire(r)`: a hold that names the seat and was acknowledged (or may have
 //!   happened: an `info` completion may take effect at any time after its
 //!   invocation, or never): `Free → Held(r)`.
-//! - `busy`: a hold refused with 409 naming this seat as taken: needs `Held(_)`.
-//! - `free`: a hold refused with 409 that did not name this seat: the machine saw
-//!   it free (it reports every taken seat of the request at once): needs `Free`.
+//! - `busy`: a hold refused with 409 naming this seat as taken, or a read that saw
+//!   it HELD or SOLD: needs `Held(_)`.
+//! - `free`: a hold refused with 409 that did not name this seat (the machine
+//!   reports every taken seat of the request at once), or a read that saw it
+//!   AVAILABLE: needs `Free`.
 //! - `release(r)`: `Held(r) → Free`; anything else is unchanged (idempotent).
+//! - `owned(r)` / `not-owned(r)`: a read of reservation `r` (linearizable on the
+//!   server) that saw it ACTIVE, or anything else: needs `Held(r)`, or not.
+//! - `expire(r)`: `Held(r) → Free`, an event no client invokes: it may happen at
+//!   any time after the earliest moment the hold could expire ([`Expiry`]), or
+//!   never.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -37,6 +44,9 @@ pub enum SeatOp {
     Busy,
     Free,
     Release(u32),
+    Expire(u32),
+    Owned(u32),
+    NotOwned(u32),
 }
 
 impl SeatOp {
@@ -51,6 +61,13 @@ impl SeatOp {
             (SeatOp::Free, Seat::Held(_)) => None,
             (SeatOp::Release(r), Seat::Held(h)) if h == r => Some(Seat::Free),
             (SeatOp::Release(_), _) => Some(s),
+            // Only a live hold expires (a no-op expiry would only grow the search).
+            (SeatOp::Expire(r), Seat::Held(h)) if h == r => Some(Seat::Free),
+            (SeatOp::Expire(_), _) => None,
+            (SeatOp::Owned(r), Seat::Held(h)) if h == r => Some(s),
+            (SeatOp::Owned(_), _) => None,
+            (SeatOp::NotOwned(r), Seat::Held(h)) if h == r => None,
+            (SeatOp::NotOwned(_), _) => Some(s),
         }
     }
 }
@@ -67,28 +84,49 @@ pub struct Timed {
 /// Whether one seat's operations are linearizable from `Free`. Every operation with
 /// an `end` must be placed; the others may be placed (after their start) or not.
 pub fn linearizable(ops: &[Timed]) -> bool {
+    stuck_at(ops).is_none()
+}
+
+/// `None` if one seat's operations are linearizable; else the history position
+/// where the search got furthest before it failed (the end of the first operation
+/// it could not place), to show the operations around it.
+pub fn stuck_at(ops: &[Timed]) -> Option<usize> {
+    let mut ops = ops.to_vec();
+    ops.sort_by_key(|o| o.start);
     let n = ops.len();
     let words = n.div_ceil(64).max(1);
-    let mut seen: HashSet<(Vec<u64>, Seat)> = HashSet::new();
-    let mut stack: Vec<(Vec<u64>, Seat)> = vec![(vec![0; words], Seat::Free)];
     let required = ops.iter().filter(|o| o.end.is_some()).count();
     let done = |set: &[u64], i: usize| set[i / 64] >> (i % 64) & 1 == 1;
-    while let Some((set, state)) = stack.pop() {
-        let placed_required = (0..n)
-            .filter(|&i| ops[i].end.is_some() && done(&set, i))
-            .count();
-        if placed_required == required {
-            return true;
+    // (placed set, state, required ops placed)
+    let mut seen: HashSet<(Vec<u64>, Seat)> = HashSet::new();
+    let mut stack: Vec<(Vec<u64>, Seat, usize)> = vec![(vec![0; words], Seat::Free, 0)];
+    let mut furthest = (0, 0);
+    while let Some((set, state, placed)) = stack.pop() {
+        if placed == required {
+            return None;
         }
         // An operation can go next only if it started before every unplaced
-        // operation that must be placed has ended.
-        let horizon = (0..n)
-            .filter(|&i| !done(&set, i))
-            .filter_map(|i| ops[i].end)
-            .min()
-            .unwrap_or(usize::MAX);
-        for i in 0..n {
-            if done(&set, i) || ops[i].start > horizon {
+        // operation that must be placed has ended. Ops are sorted by start and end
+        // after they start, so the scan stops at the first start past the horizon.
+        let mut horizon = usize::MAX;
+        let mut candidates = Vec::new();
+        for (i, o) in ops.iter().enumerate() {
+            if o.start > horizon {
+                break;
+            }
+            if done(&set, i) {
+                continue;
+            }
+            if let Some(end) = o.end {
+                horizon = horizon.min(end);
+            }
+            candidates.push(i);
+        }
+        if placed >= furthest.0 {
+            furthest = (placed, horizon);
+        }
+        for i in candidates {
+            if ops[i].start > horizon {
                 continue;
             }
             let Some(next) = ops[i].op.step(state) else {
@@ -97,11 +135,30 @@ pub fn linearizable(ops: &[Timed]) -> bool {
             let mut set2 = set.clone();
             set2[i / 64] |= 1 << (i % 64);
             if seen.insert((set2.clone(), next)) {
-                stack.push((set2, next));
+                stack.push((set2, next, placed + usize::from(ops[i].end.is_some())));
             }
         }
     }
-    false
+    Some(furthest.1)
+}
+
+/// When a hold may expire, in the run's real time: not before its request was sent
+/// plus the hold time, less twice the largest clock skew (a leader running ahead
+/// may stamp it, another running ahead may expire it), less a little slack for the
+/// runner's own timekeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Expiry {
+    pub hold_ms: u64,
+    pub max_skew_ms: u64,
+}
+
+impl Expiry {
+    const SLACK_MS: u64 = 250;
+
+    /// The earliest run time at which a hold invoked at `invoked_ms` may expire.
+    pub fn earliest(&self, invoked_ms: u64) -> u64 {
+        (invoked_ms + self.hold_ms).saturating_sub(2 * self.max_skew_ms + Self::SLACK_MS)
+    }
 }
 
 /// The checker's verdict on a holds history.
@@ -112,7 +169,24 @@ pub struct HoldsReport {
     pub seat_ops: usize,
     /// Seats whose subhistory is not linearizable.
     pub nonlinearizable_seats: Vec<String>,
+    /// For the first few such seats, the history entries that touch them.
+    pub anomalies: Vec<Anomaly>,
     pub check_ms: f64,
+}
+
+/// A seat whose operations admit no legal order, with those operations.
+#[derive(Debug, Clone, Serialize)]
+pub struct Anomaly {
+    pub seat: String,
+    /// The entries (invocations and completions) of the seat's operations up to
+    /// where the search got stuck and a few after, in history order; at most
+    /// [`Anomaly::MAX_OPS`].
+    pub ops: Vec<Op>,
+}
+
+impl Anomaly {
+    pub const MAX_OPS: usize = 60;
+    const MAX_SEATS: usize = 5;
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -126,10 +200,13 @@ fn strings(v: &Value) -> Vec<String> {
 /// Projects a holds history onto seats and checks every seat.
 ///
 /// Entries: `reserve` invoke `{"seats":[..]}`, ok `{"reservation","seats"}`, fail
-/// `{"code","taken":[..]}`; `release` invoke/ok/fail `{"reservation"}`. Completions
-/// match the last invocation of the same process.
-pub fn check_holds(history: &[Op]) -> HoldsReport {
+/// `{"code","taken":[..]}`; `release` invoke/ok/fail `{"reservation"}`; `read`
+/// ok `{"seats":{seat: status}}`. Completions match the last invocation of the
+/// same process. Holds may expire as `expiry` allows.
+pub fn check_holds(history: &[Op], expiry: Expiry) -> HoldsReport {
     let started = Instant::now();
+    // The first history position at or after a run time (times never decrease).
+    let position_at = |ms: u64| history.partition_point(|o| o.time_ms < ms);
     let mut reservations: BTreeMap<String, u32> = BTreeMap::new();
     let mut id = |r: &str| {
         let n = reservations.len() as u32;
@@ -137,14 +214,26 @@ pub fn check_holds(history: &[Op]) -> HoldsReport {
     };
     let mut open: BTreeMap<&str, (usize, &Op)> = BTreeMap::new();
     let mut per_seat: BTreeMap<String, Vec<Timed>> = BTreeMap::new();
+    // The history positions of each seat's client entries.
+    let mut touched: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut push = |seat: &str, op: SeatOp, start: usize, end: Option<usize>| {
         per_seat
             .entry(seat.to_string())
             .or_default()
             .push(Timed { op, start, end });
+        if !matches!(op, SeatOp::Expire(_)) {
+            let t = touched.entry(seat.to_string()).or_default();
+            t.push(start);
+            t.extend(end);
+        }
     };
     for (pos, op) in history.iter().enumerate() {
-        if op.process == "nemesis" || (op.f != "reserve" && op.f != "release") {
+        if op.process == "nemesis"
+            || !matches!(
+                op.f.as_str(),
+                "reserve" | "release" | "read" | "read-reservation"
+            )
+        {
             continue;
         }
         if op.kind == OpType::Invoke {
@@ -155,19 +244,50 @@ pub fn check_holds(history: &[Op]) -> HoldsReport {
             continue;
         };
         let end = (op.kind == OpType::Ok || op.kind == OpType::Fail).then_some(pos);
+        // A hold's expiry, if the history reaches the earliest moment for it.
+        let expires = position_at(expiry.earliest(inv.time_ms));
+        let expires = (expires < history.len()).then_some(expires);
         match (op.f.as_str(), op.kind) {
             ("reserve", OpType::Ok) => {
                 let r = id(op.value["reservation"].as_str().unwrap_or_default());
                 for s in strings(&op.value["seats"]) {
                     push(&s, SeatOp::Acquire(r), start, end);
+                    if let Some(e) = expires {
+                        push(&s, SeatOp::Expire(r), e, None);
+                    }
                 }
             }
             ("reserve", OpType::Info) => {
                 // A hold that may have happened, under an id nobody saw: it can
-                // only be released by its unknown owner, so it never frees.
+                // only be released by its unknown owner, so it frees only by
+                // expiring.
                 let r = id(&format!("unknown-{pos}"));
                 for s in strings(&inv.value["seats"]) {
                     push(&s, SeatOp::Acquire(r), start, None);
+                    if let Some(e) = expires {
+                        push(&s, SeatOp::Expire(r), e, None);
+                    }
+                }
+            }
+            ("read-reservation", OpType::Ok) => {
+                let r = id(inv.value["reservation"].as_str().unwrap_or_default());
+                let o = if op.value["status"] == "ACTIVE" {
+                    SeatOp::Owned(r)
+                } else {
+                    SeatOp::NotOwned(r)
+                };
+                for s in strings(&inv.value["seats"]) {
+                    push(&s, o, start, end);
+                }
+            }
+            ("read", OpType::Ok) => {
+                for (s, status) in op.value["seats"].as_object().into_iter().flatten() {
+                    let o = if status == "AVAILABLE" {
+                        SeatOp::Free
+                    } else {
+                        SeatOp::Busy
+                    };
+                    push(s, o, start, end);
                 }
             }
             ("reserve", OpType::Fail) if op.value["code"] == "SEATS_UNAVAILABLE" => {
@@ -194,22 +314,46 @@ pub fn check_holds(history: &[Op]) -> HoldsReport {
     for (_, (start, inv)) in open {
         if inv.f == "reserve" {
             let r = id(&format!("unknown-{start}"));
+            let expires = position_at(expiry.earliest(inv.time_ms));
             for s in strings(&inv.value["seats"]) {
                 push(&s, SeatOp::Acquire(r), start, None);
+                if expires < history.len() {
+                    push(&s, SeatOp::Expire(r), expires, None);
+                }
             }
         }
     }
     let seat_ops = per_seat.values().map(Vec::len).sum();
-    let bad: Vec<String> = per_seat
+    let stuck: Vec<(String, usize)> = per_seat
         .iter()
-        .filter(|(_, ops)| !linearizable(ops))
-        .map(|(s, _)| s.clone())
+        .filter_map(|(s, ops)| stuck_at(ops).map(|at| (s.clone(), at)))
         .collect();
+    let anomalies = stuck
+        .iter()
+        .take(Anomaly::MAX_SEATS)
+        .map(|(seat, stuck)| {
+            let mut at = touched.remove(seat).unwrap_or_default();
+            at.sort_unstable();
+            at.dedup();
+            // The entries up to where the search got stuck, and a few after.
+            let upto = at.partition_point(|p| p <= stuck);
+            let from = upto.saturating_sub(Anomaly::MAX_OPS - 10);
+            Anomaly {
+                seat: seat.clone(),
+                ops: at[from..(upto + 10).min(at.len())]
+                    .iter()
+                    .map(|&i| history[i].clone())
+                    .collect(),
+            }
+        })
+        .collect();
+    let bad: Vec<String> = stuck.into_iter().map(|(s, _)| s).collect();
     HoldsReport {
         valid: bad.is_empty(),
         seats_checked: per_seat.len(),
         seat_ops,
         nonlinearizable_seats: bad,
+        anomalies,
         check_ms: started.elapsed().as_secs_f64() * 1e3,
     }
 }
@@ -217,6 +361,136 @@ pub fn check_holds(history: &[Op]) -> HoldsReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// Holds that outlast every test history.
+    const NEVER: Expiry = Expiry {
+        hold_ms: 3_600_000,
+        max_skew_ms: 0,
+    };
+
+    fn op(p: &str, kind: OpType, f: &str, value: Value, time_ms: u64) -> Op {
+        Op {
+            process: p.into(),
+            kind,
+            f: f.into(),
+            value,
+            time_ms,
+        }
+    }
+
+    /// Process 0 holds seat `a` at 0–10 ms; the final read at `read_ms` sees `a`
+    /// as `status`.
+    fn hold_then_read(status: &str, read_ms: u64) -> Vec<Op> {
+        vec![
+            op("0", OpType::Invoke, "reserve", json!({"seats": ["a"]}), 0),
+            op(
+                "0",
+                OpType::Ok,
+                "reserve",
+                json!({"reservation": "r1", "seats": ["a"]}),
+                10,
+            ),
+            op("final-1", OpType::Invoke, "read", json!({}), read_ms),
+            op(
+                "final-1",
+                OpType::Ok,
+                "read",
+                json!({"seats": {"a": status}}),
+                read_ms + 1,
+            ),
+        ]
+    }
+
+    #[test]
+    fn reads_must_see_acknowledged_holds_and_releases() {
+        assert!(check_holds(&hold_then_read("HELD", 100), NEVER).valid);
+        // A lost acknowledged hold: the final read sees the seat free.
+        let r = check_holds(&hold_then_read("AVAILABLE", 100), NEVER);
+        assert!(!r.valid);
+        assert_eq!(r.anomalies[0].seat, "a");
+        assert_eq!(r.anomalies[0].ops.len(), 4, "the hold and the read: {r:?}");
+        // A stale read: the seat's release was acknowledged before the read.
+        let mut stale = hold_then_read("HELD", 100);
+        stale.insert(
+            2,
+            op(
+                "0",
+                OpType::Invoke,
+                "release",
+                json!({"reservation": "r1", "seats": ["a"]}),
+                20,
+            ),
+        );
+        stale.insert(
+            3,
+            op("0", OpType::Ok, "release", json!({"reservation": "r1"}), 30),
+        );
+        assert!(!check_holds(&stale, NEVER).valid);
+        let last = stale.len() - 1;
+        stale[last].value = json!({"seats": {"a": "AVAILABLE"}});
+        assert!(check_holds(&stale, NEVER).valid);
+        // Reading the reservation itself: ACTIVE after its release was
+        // acknowledged is stale; RELEASED is right.
+        let read = |status: &str| {
+            let mut h = stale[..4].to_vec();
+            let inv = json!({"reservation": "r1", "seats": ["a"]});
+            h.push(op("1", OpType::Invoke, "read-reservation", inv, 40));
+            h.push(op(
+                "1",
+                OpType::Ok,
+                "read-reservation",
+                json!({"status": status}),
+                41,
+            ));
+            check_holds(&h, NEVER).valid
+        };
+        assert!(read("RELEASED"));
+        assert!(!read("ACTIVE"));
+    }
+
+    #[test]
+    fn holds_expire_only_once_old_enough() {
+        let expiry = Expiry {
+            hold_ms: 10_000,
+            max_skew_ms: 1_000,
+        };
+        // Earliest expiry: 0 + 10 s - 2 × 1 s - slack.
+        assert_eq!(expiry.earliest(0), 7_750);
+        assert!(check_holds(&hold_then_read("AVAILABLE", 8_000), expiry).valid);
+        let r = check_holds(&hold_then_read("AVAILABLE", 7_000), expiry);
+        assert!(!r.valid, "a hold vanished before it could have expired");
+        // A hold that may or may not have happened can expire too.
+        let mut unknown = hold_then_read("AVAILABLE", 8_000);
+        unknown[1] = op(
+            "0",
+            OpType::Info,
+            "reserve",
+            json!({"error": "timeout"}),
+            10,
+        );
+        unknown.insert(
+            2,
+            op(
+                "1",
+                OpType::Invoke,
+                "reserve",
+                json!({"seats": ["a"]}),
+                8_000,
+            ),
+        );
+        unknown.insert(
+            3,
+            op(
+                "1",
+                OpType::Fail,
+                "reserve",
+                json!({"code": "SEATS_UNAVAILABLE", "taken": ["a"]}),
+                8_001,
+            ),
+        );
+        assert!(check_holds(&unknown, expiry).valid);
+    }
 
     fn t(op: SeatOp, start: usize, end: usize) -> Timed {
         Timed {
@@ -287,7 +561,6 @@ mod tests {
 
     #[test]
     fn histories_are_projected_per_seat() {
-        use serde_json::json;
         let op = |p: &str, kind, f: &str, value| Op {
             process: p.into(),
             kind,
@@ -325,7 +598,7 @@ mod tests {
                 json!({"reservation": "r2", "seats": ["b"]}),
             ),
         ];
-        let r = check_holds(&good);
+        let r = check_holds(&good, NEVER);
         assert!(r.valid, "{r:?}");
         assert_eq!(r.seats_checked, 3);
         // A second process acknowledged seat a while r1 still held it.
@@ -343,7 +616,7 @@ mod tests {
                 json!({"reservation": "r3", "seats": ["a"]}),
             ),
         );
-        let r = check_holds(&bad);
+        let r = check_holds(&bad, NEVER);
         assert!(!r.valid);
         assert_eq!(r.nonlinearizable_seats, vec!["a".to_string()]);
     }

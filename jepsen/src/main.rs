@@ -1,9 +1,12 @@
-//! `boxoffice-jepsen`: run a chaos test against a fresh local cluster.
+//! `boxoffice-jepsen`: run a chaos test against a fresh local cluster, or check a
+//! recorded holds history again.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use boxoffice_jepsen::history::Op;
+use boxoffice_jepsen::linear::{check_holds, Expiry};
 use boxoffice_jepsen::{run, Nemesis, RunOpts, Workload};
 use clap::{Parser, Subcommand};
 
@@ -36,13 +39,60 @@ enum Cmd {
         seed: u64,
         #[arg(long, default_value_t = 8)]
         clients: usize,
+        /// Seat hold time of the cluster: short, so holds expire during the run.
+        #[arg(long, default_value_t = 20)]
+        hold_seconds: u64,
+        /// Largest clock skew the clock nemesis applies, either way.
+        #[arg(long, default_value_t = 3000)]
+        max_skew_ms: u64,
         #[arg(long, default_value = "runs")]
         out: PathBuf,
     },
+    /// Check a recorded holds history (`history.jsonl`) for per-seat
+    /// linearizability, with the run's hold time and clock skew.
+    Check {
+        history: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        hold_seconds: u64,
+        /// The run's largest clock skew (0 if it had no clock nemesis).
+        #[arg(long, default_value_t = 0)]
+        max_skew_ms: u64,
+    },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+fn check(
+    history: &std::path::Path,
+    hold_seconds: u64,
+    max_skew_ms: u64,
+) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(history)?;
+    let ops: Vec<Op> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let expiry = Expiry {
+        hold_ms: hold_seconds * 1000,
+        max_skew_ms,
+    };
+    let report = check_holds(&ops, expiry);
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(if report.valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cmd = Cli::parse().cmd;
+    if let Cmd::Check {
+        history,
+        hold_seconds,
+        max_skew_ms,
+    } = &cmd
+    {
+        return check(history, *hold_seconds, *max_skew_ms);
+    }
     let Cmd::Run {
         nodes,
         workload,
@@ -50,18 +100,35 @@ async fn main() -> anyhow::Result<ExitCode> {
         time,
         seed,
         clients,
+        hold_seconds,
+        max_skew_ms,
         out,
-    } = Cli::parse().cmd;
-    let report = run(RunOpts {
+    } = cmd
+    else {
+        unreachable!("check returned above");
+    };
+    anyhow::ensure!((1..=200).contains(&nodes), "--nodes must be 1 to 200");
+    // Partitions need the process in a namespace of its own, entered while it has
+    // one thread (before the runtime starts), so every node inherits it.
+    if nemesis.contains(&Nemesis::Partition) {
+        if let Err(e) = boxoffice_jepsen::netns::enter_private() {
+            eprintln!("boxoffice-jepsen: no private network namespace: {e:#}");
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(run(RunOpts {
         nodes,
         workload,
         nemeses: nemesis,
         time: Duration::from_secs(time),
         seed,
         clients,
+        hold_seconds,
+        max_skew_ms,
         out: Some(out),
-    })
-    .await?;
+    }))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     if report.valid() {
         println!("VALID: no acknowledged write lost, none duplicated or invented, all nodes agree");

@@ -2,6 +2,7 @@
 //! read, check, and write `history.jsonl` and `report.json`.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,9 @@ use tokio::sync::Mutex;
 use crate::checker::{check_catalog, CatalogReport};
 use crate::history::{History, OpType};
 use crate::holds::{self, HoldsVerdict};
+use crate::linear::Expiry;
+use crate::nemesis::{self, Nemesis};
+use crate::{netns, plot};
 
 /// What clients do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -31,18 +35,6 @@ pub enum Workload {
     Holds,
 }
 
-/// Faults to inject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Nemesis {
-    /// SIGKILL a random node or the leader of the workload's group (the catalog's,
-    /// or the event's), restart it a little later.
-    Kill,
-    /// SIGSTOP such a node (it keeps its sockets but answers nothing: a long GC
-    /// pause or a stalled VM), SIGCONT it a little later.
-    Pause,
-}
-
 /// A run's settings.
 #[derive(Debug, Clone)]
 pub struct RunOpts {
@@ -52,6 +44,11 @@ pub struct RunOpts {
     pub time: Duration,
     pub seed: u64,
     pub clients: usize,
+    /// How long a seat hold lasts (the cluster's `inventory.hold_seconds`): short
+    /// enough that holds expire during a run.
+    pub hold_seconds: u64,
+    /// The clock nemesis skews clocks by at most this much either way.
+    pub max_skew_ms: u64,
     /// Where to write `<run>/history.jsonl` and `<run>/report.json`.
     pub out: Option<PathBuf>,
 }
@@ -62,10 +59,14 @@ pub struct RunReport {
     pub seed: u64,
     pub workload: Workload,
     pub nemeses: Vec<Nemesis>,
+    pub nodes: usize,
     pub ok: usize,
     pub fail: usize,
     pub info: usize,
-    pub faults: usize,
+    /// Faults injected, by nemesis.
+    pub faults: BTreeMap<String, usize>,
+    /// Nemeses asked for that this machine cannot run, and why.
+    pub unavailable: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalog: Option<CatalogReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,18 +95,65 @@ fn classify(e: &ClientError) -> OpType {
 
 /// Runs one test.
 pub async fn run(opts: RunOpts) -> Result<RunReport> {
+    // What this machine can do: no nemesis is ever faked.
+    let mut nemeses = opts.nemeses.clone();
+    let mut unavailable = Vec::new();
+    if nemeses.contains(&Nemesis::Partition) && !netns::is_private() {
+        unavailable.push(
+            "partition: the runner is not in a private network namespace (run the boxoffice-jepsen binary as root; it needs unshare(CLONE_NEWNET) and iptables)".to_string(),
+        );
+        nemeses.retain(|n| *n != Nemesis::Partition);
+    }
+    let faketime = nemesis::libfaketime();
+    if nemeses.contains(&Nemesis::Clock) && faketime.is_none() {
+        unavailable.push("clock: libfaketime not found (scripts/setup installs faketime)".into());
+        nemeses.retain(|n| *n != Nemesis::Clock);
+    }
+    for u in &unavailable {
+        eprintln!("boxoffice-jepsen: nemesis unavailable, running without it: {u}");
+    }
+    let clock_dir = match (&faketime, nemeses.contains(&Nemesis::Clock)) {
+        (Some(_), true) => Some(
+            tempfile::Builder::new()
+                .prefix("boxoffice-clock-")
+                .tempdir()?,
+        ),
+        _ => None,
+    };
+    let mut env = Vec::new();
+    if let (Some(lib), Some(dir)) = (&faketime, &clock_dir) {
+        env = nemesis::clock_env(lib, dir.path());
+        for id in 1..=opts.nodes as u64 {
+            nemesis::set_skew(dir.path(), id, 0)?;
+        }
+    }
+    // In the private namespace every node has an address of its own.
+    let private = netns::is_private();
+    let ips: BTreeMap<u64, IpAddr> = (1..=opts.nodes as u64)
+        .map(|id| {
+            (
+                id,
+                if private {
+                    netns::node_ip(id)
+                } else {
+                    netns::CLIENT_IP
+                },
+            )
+        })
+        .collect();
     let cluster = TestCluster::start(ClusterOpts {
         nodes: opts.nodes,
         request_timeout_ms: 2000,
-        // Holds outlast the run (expiry is the clock nemesis's business), and the
-        // clients' users are not throttled.
+        hosts: ips.values().copied().collect(),
+        env,
+        // The clients' users are not throttled.
         extra_toml: [
-            "[inventory]",
-            "hold_seconds = 3600",
-            "[rate_limits]",
-            "reserve = { requests = 1000000, window_seconds = 60 }",
-            "authenticated = { requests = 1000000, window_seconds = 60 }",
-            "",
+            "[inventory]".to_string(),
+            format!("hold_seconds = {}", opts.hold_seconds),
+            "[rate_limits]".into(),
+            "reserve = { requests = 1000000, window_seconds = 60 }".into(),
+            "authenticated = { requests = 1000000, window_seconds = 60 }".into(),
+            String::new(),
         ]
         .join("\n"),
         ..ClusterOpts::default()
@@ -116,16 +164,16 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
         Workload::Holds => Some(holds::setup(&cluster, opts.clients).await?),
         Workload::Catalog => None,
     };
-    // The group whose leader the nemesis prefers.
-    let target_group = setup.as_ref().map_or(0, |s| s.group_id);
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
     let ids = cluster.ids();
     let cluster = Arc::new(Mutex::new(cluster));
     let history = History::new();
     let deadline = Instant::now() + opts.time;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(4))
-        .build()?;
+    let mut http = reqwest::Client::builder().timeout(Duration::from_secs(4));
+    if private {
+        http = http.local_address(netns::CLIENT_IP);
+    }
+    let http = http.build()?;
 
     let clients: Vec<_> = (0..opts.clients)
         .map(|p| {
@@ -134,104 +182,42 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
                 .iter()
                 .map(|u| Client::with_http(http.clone(), u.clone()).with_admin_key(ADMIN_KEY))
                 .collect();
-            let mut rng =
-                StdRng::seed_from_u64(opts.seed.wrapping_mul(1000).wrapping_add(p as u64));
+            let rng = StdRng::seed_from_u64(opts.seed.wrapping_mul(1000).wrapping_add(p as u64));
             let setup = setup.clone();
             tokio::spawn(async move {
-                if let Some(setup) = setup {
-                    return holds::client(p, nodes, setup, history, rng, deadline).await;
-                }
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    n += 1;
-                    let name = format!("p{p}-{n}");
-                    let client = &nodes[rng.gen_range(0..nodes.len())];
-                    let value = json!({ "name": name });
-                    history.record(p.to_string(), OpType::Invoke, "create-venue", value.clone());
-                    let kind = match client
-                        .create_venue(&NewVenue::sample(&name, 1, 2), Some(&name))
-                        .await
-                    {
-                        Ok(_) => OpType::Ok,
-                        Err(e) => classify(&e),
-                    };
-                    history.record(p.to_string(), kind, "create-venue", value);
-                    if kind == OpType::Fail {
-                        // The node is down: don't spin on it.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
+                match setup {
+                    Some(setup) => holds::client(p, nodes, setup, history, rng, deadline).await,
+                    None => catalog_client(p, nodes, history, rng, deadline).await,
                 }
             })
         })
         .collect();
 
-    let nemesis = {
-        let history = history.clone();
-        let cluster = cluster.clone();
-        let nemeses = opts.nemeses.clone();
-        let mut rng = StdRng::seed_from_u64(opts.seed);
-        tokio::spawn(async move {
-            let mut faults = 0usize;
-            if nemeses.is_empty() {
-                return Ok::<usize, anyhow::Error>(0);
-            }
-            loop {
-                let pause = Duration::from_millis(rng.gen_range(1000..3000));
-                if Instant::now() + pause * 2 >= deadline {
-                    return Ok(faults);
-                }
-                tokio::time::sleep(pause).await;
-                let mut c = cluster.lock().await;
-                let running = c.running();
-                // Half the time the workload group's leader, else any node.
-                let leader = match c.view(running[0]).await {
-                    Ok(v) => v.group(target_group).and_then(|g| g.leader),
-                    Err(_) => None,
-                };
-                let target = match leader {
-                    Some(l) if rng.gen_bool(0.5) && running.contains(&l) => l,
-                    _ => running[rng.gen_range(0..running.len())],
-                };
-                let fault = nemeses[rng.gen_range(0..nemeses.len())];
-                let node = json!({ "node": target });
-                let (start, stop) = match fault {
-                    Nemesis::Kill => ("kill", "start"),
-                    Nemesis::Pause => ("pause", "resume"),
-                };
-                history.record("nemesis", OpType::Invoke, start, node.clone());
-                match fault {
-                    Nemesis::Kill => c.kill(target)?,
-                    Nemesis::Pause => c.pause(target)?,
-                }
-                history.record("nemesis", OpType::Info, start, node.clone());
-                faults += 1;
-                drop(c);
-                tokio::time::sleep(Duration::from_millis(rng.gen_range(500..2000))).await;
-                let mut c = cluster.lock().await;
-                match fault {
-                    Nemesis::Kill => c.start_node(target)?,
-                    Nemesis::Pause => c.resume(target)?,
-                }
-                history.record("nemesis", OpType::Info, stop, node);
-            }
-        })
+    let schedule = nemesis::Schedule {
+        nemeses: nemeses.clone(),
+        deadline,
+        target_group: setup.as_ref().map_or(0, |s| s.group_id),
+        clock_dir: clock_dir.as_ref().map(|d| d.path().to_path_buf()),
+        max_skew_ms: opts.max_skew_ms,
+        ips,
     };
-
+    let faults = tokio::spawn(nemesis::run(
+        schedule,
+        cluster.clone(),
+        history.clone(),
+        StdRng::seed_from_u64(opts.seed),
+    ));
     for c in clients {
         c.await?;
     }
-    let faults = nemesis.await??;
+    let faults = faults.await?;
 
-    // Heal: every node runs; settle: all healthy and converged.
+    // Heal (even if the nemesis failed), settle: all healthy and converged.
     let mut c = cluster.lock().await;
-    for id in &ids {
-        if !c.running().contains(id) {
-            c.start_node(*id)?;
-        }
-    }
+    nemesis::heal(&mut c, clock_dir.as_ref().map(|d| d.path()))?;
+    let faults = faults?;
     c.wait_healthy(Duration::from_secs(60)).await?;
     c.wait_converged(0, Duration::from_secs(60)).await?;
-    let ops = history.ops();
     let (catalog, holds) = match &setup {
         None => {
             let mut finals = BTreeMap::new();
@@ -244,27 +230,38 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
                     .collect();
                 finals.insert(*id, names);
             }
-            (Some(check_catalog(&ops, &finals)), None)
+            (Some(check_catalog(&history.ops(), &finals)), None)
         }
         Some(setup) => {
             c.wait_converged(setup.group_id, Duration::from_secs(60))
                 .await?;
-            (None, Some(holds::check(&c, setup, &history).await?))
+            let expiry = Expiry {
+                hold_ms: opts.hold_seconds * 1000,
+                max_skew_ms: if nemeses.contains(&Nemesis::Clock) {
+                    opts.max_skew_ms
+                } else {
+                    0
+                },
+            };
+            (None, Some(holds::check(&c, setup, &history, expiry).await?))
         }
     };
+    let ops = history.ops();
     let count = |k: OpType| {
         ops.iter()
-            .filter(|o| o.process != "nemesis" && o.kind == k)
+            .filter(|o| o.process != "nemesis" && !o.process.starts_with("final") && o.kind == k)
             .count()
     };
     let mut report = RunReport {
         seed: opts.seed,
         workload: opts.workload,
-        nemeses: opts.nemeses.clone(),
+        nemeses,
+        nodes: opts.nodes,
         ok: count(OpType::Ok),
         fail: count(OpType::Fail),
         info: count(OpType::Info),
         faults,
+        unavailable,
         catalog,
         holds,
         out_dir: None,
@@ -279,11 +276,43 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
         std::fs::create_dir_all(&dir)?;
         let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("history.jsonl"))?);
         history.write_jsonl(&mut f)?;
-        std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
         std::fs::write(dir.join("logs.txt"), c.log_tails(usize::MAX))?;
-        report.out_dir = Some(dir);
+        plot::write_all(&ops, &dir)?;
+        report.out_dir = Some(dir.clone());
+        std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     }
     Ok(report)
+}
+
+/// A `catalog` client until `deadline`: creates venues with unique names through
+/// random nodes.
+async fn catalog_client(
+    p: usize,
+    nodes: Vec<Client>,
+    history: History,
+    mut rng: StdRng,
+    deadline: Instant,
+) {
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        n += 1;
+        let name = format!("p{p}-{n}");
+        let client = &nodes[rng.gen_range(0..nodes.len())];
+        let value = json!({ "name": name });
+        history.record(p.to_string(), OpType::Invoke, "create-venue", value.clone());
+        let kind = match client
+            .create_venue(&NewVenue::sample(&name, 1, 2), Some(&name))
+            .await
+        {
+            Ok(_) => OpType::Ok,
+            Err(e) => classify(&e),
+        };
+        history.record(p.to_string(), kind, "create-venue", value);
+        if kind == OpType::Fail {
+            // The node is down: don't spin on it.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Seconds since the Unix epoch, for run directory names.

@@ -14,11 +14,13 @@ async fn catalog_survives_kills() -> anyhow::Result<()> {
         time: Duration::from_secs(12),
         seed: 7,
         clients: 4,
+        hold_seconds: 600,
+        max_skew_ms: 0,
         out: Some(out.path().to_path_buf()),
     })
     .await?;
     eprintln!("{}", serde_json::to_string_pretty(&report)?);
-    assert!(report.faults >= 1, "the nemesis killed something");
+    assert!(report.faults["kill"] >= 1, "the nemesis killed something");
     assert!(report.ok > 0, "some writes were acknowledged");
     assert!(report.valid(), "checker: {:?}", report.catalog);
     let dir = report.out_dir.expect("run dir");

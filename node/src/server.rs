@@ -146,7 +146,7 @@ pub async fn run(
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, &cluster, me))
         .await
         .map_err(|e| Error::Raft(format!("open store: {e}")))??;
-    let peers = Peers::new(config.cluster_name.clone(), me);
+    let peers = Peers::new(config.cluster_name.clone(), me, node.peer_addr.ip());
     let groups = Groups::new(
         store.clone(),
         peers.clone(),

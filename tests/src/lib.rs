@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +42,12 @@ pub struct ClusterOpts {
     pub require_api_key: bool,
     /// Appended to the generated cluster.toml (e.g. a `[rate_limits]` table).
     pub extra_toml: String,
+    /// Node `i` (from 0) listens on `hosts[i]`; nodes past the list's end, or all
+    /// when it is empty, on 127.0.0.1. Loopback addresses only.
+    pub hosts: Vec<IpAddr>,
+    /// Extra environment of every node process; `{id}` in a value becomes the
+    /// node's id (e.g. a per-node libfaketime file).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOpts {
@@ -62,6 +68,8 @@ impl Default for ClusterOpts {
             max_in_flight: 1024,
             require_api_key: false,
             extra_toml: String::new(),
+            hosts: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -95,6 +103,7 @@ pub struct TestCluster {
     pub config_path: PathBuf,
     pub nodes: Vec<TestNode>,
     bin: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 /// The `boxoffice-node` binary to spawn.
@@ -121,7 +130,7 @@ pub fn node_binary() -> Result<PathBuf> {
 /// Free loopback addresses: all bound at once, then released together.
 pub fn free_addrs(n: usize) -> Result<Vec<SocketAddr>> {
     let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
         .collect::<std::io::Result<_>>()?;
     listeners.iter().map(|l| Ok(l.local_addr()?)).collect()
 }
@@ -171,7 +180,23 @@ impl TestCluster {
         let dir = tempfile::Builder::new()
             .prefix("boxoffice-test-")
             .tempdir()?;
-        let addrs = free_addrs(opts.nodes * 2)?;
+        // Every port bound at once (so none is handed out twice), then released.
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let listeners: Vec<TcpListener> = (0..opts.nodes * 2)
+            .map(|k| {
+                let host = opts.hosts.get(k / 2).copied().unwrap_or(localhost);
+                anyhow::ensure!(
+                    host.is_loopback(),
+                    "test hosts live on loopback, not {host}"
+                );
+                Ok(TcpListener::bind((host, 0))?)
+            })
+            .collect::<Result<_>>()?;
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<std::io::Result<_>>()?;
+        drop(listeners);
         let mut toml = format!(
             "cluster_name = \"test\"\nreplication_factor = {}\nadmin_key = \"{ADMIN_KEY}\"\n\n",
             opts.replication_factor.min(opts.nodes)
@@ -216,6 +241,7 @@ impl TestCluster {
             config_path,
             nodes,
             bin,
+            env: opts.env,
         })
     }
 
@@ -255,6 +281,11 @@ impl TestCluster {
     pub fn start_node(&mut self, id: u64) -> Result<()> {
         let bin = self.bin.clone();
         let config = self.config_path.clone();
+        let env: Vec<(String, String)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.replace("{id}", &id.to_string())))
+            .collect();
         let node = self.node_mut(id);
         anyhow::ensure!(node.child.is_none(), "node {id} is already running");
         let log = std::fs::OpenOptions::new()
@@ -270,6 +301,7 @@ impl TestCluster {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
             )
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -334,9 +334,8 @@ pub async fn seat_map(
     Path(event_id): Path<Uuid>,
 ) -> Result<impl IntoResponse, ApiError> {
     let info = ctx.event_info(&event_id).await?;
-    let now = Utc::now().timestamp_millis();
     let read = ctx
-        .read_inventory(&info, InventoryQuery::Seats { now_ms: now }, false)
+        .read_inventory(&info, InventoryQuery::Seats, false)
         .await?;
     let InventoryAnswer::Seats(Some(view)) = read.answer else {
         return Err(not_open());

@@ -310,14 +310,10 @@ pub async fn get(
     Path(id): Path<Uuid>,
 ) -> Result<impl IntoResponse, ApiError> {
     let info = reservation_event(&ctx, &id).await?;
-    let now = Utc::now().timestamp_millis();
     let read = ctx
         .read_inventory(
             &info,
-            InventoryQuery::Reservation {
-                reservation_id: id,
-                now_ms: now,
-            },
+            InventoryQuery::Reservation { reservation_id: id },
             true,
         )
         .await?;

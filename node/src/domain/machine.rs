@@ -86,10 +86,12 @@ impl GroupMachine {
         (response, changes)
     }
 
-    /// Evaluates a read on the applied state.
+    /// Evaluates a read on the applied state, as of the replicated clock.
     pub fn query(&self, q: &Query) -> QueryResult {
         match (&self.domain, q) {
-            (Domain::Inventory(i), Query::Inventory(q)) => QueryResult::Inventory(i.query(q)),
+            (Domain::Inventory(i), Query::Inventory(q)) => {
+                QueryResult::Inventory(i.query(q, self.clock_ms))
+            }
             _ => QueryResult::WrongGroup,
         }
     }

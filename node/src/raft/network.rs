@@ -3,6 +3,7 @@
 //! and InstallSnapshot over those channels, tagged with its group id.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -38,15 +39,21 @@ pub struct Peers {
 struct PeersInner {
     cluster: String,
     me: NodeId,
+    /// The address outgoing connections are bound to (this node's peer address),
+    /// so a peer sees, and a firewall rule can match, where traffic comes from.
+    local_ip: Option<IpAddr>,
     channels: RwLock<HashMap<NodeId, (String, PeerClient<Channel>)>>,
 }
 
 impl Peers {
-    pub fn new(cluster: String, me: NodeId) -> Self {
+    /// Clients for node `me`; outgoing connections leave from `local_ip` unless
+    /// it is unspecified (`0.0.0.0`, `::`), when the kernel picks.
+    pub fn new(cluster: String, me: NodeId, local_ip: IpAddr) -> Self {
         Self {
             inner: Arc::new(PeersInner {
                 cluster,
                 me,
+                local_ip: (!local_ip.is_unspecified()).then_some(local_ip),
                 channels: RwLock::new(HashMap::new()),
             }),
         }
@@ -77,6 +84,7 @@ impl Peers {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
+            .local_address(self.inner.local_ip)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
         let client = PeerClient::new(endpoint.connect_lazy())

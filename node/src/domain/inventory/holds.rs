@@ -485,7 +485,9 @@ impl Inventory {
             .map(|&s| (s, self.seat_tier.get(s as usize).copied().unwrap_or(0)))
     }
 
-    pub(super) fn availability(&self, now_ms: i64) -> Option<AvailabilityView> {
+    /// Seats available per tier as of `now_ms` (holds due by then count as
+    /// free), with the sale status as of `status_ms`.
+    pub(super) fn availability(&self, now_ms: i64, status_ms: i64) -> Option<AvailabilityView> {
         let layout = self.layout.as_ref()?;
         let mut by_tier = self.available_by_tier.clone();
         for (_, t) in self.due_seats(now_ms) {
@@ -493,7 +495,7 @@ impl Inventory {
                 *c += 1;
             }
         }
-        let status = self.sale_status(now_ms)?;
+        let status = self.sale_status(status_ms)?;
         Some(AvailabilityView {
             status,
             available: by_tier.iter().sum(),

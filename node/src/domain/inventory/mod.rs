@@ -97,18 +97,24 @@ pub enum InventoryCommand {
     },
 }
 
-/// Reads of an event's inventory. `now_ms` is the reader's clock: a hold past its
-/// expiry reads as gone even before the sweep that releases it is applied.
+/// Reads of an event's inventory. They judge expiry by the group's replicated
+/// clock (the latest leader stamp applied), never the reader's wall clock: every
+/// replica at the same log index gives the same answer, and a hold reads as
+/// expired exactly when writes treat it so (the leader's sweep makes that prompt).
+/// The chaos suite's clock nemesis caught reads that judged by the reader's clock
+/// flickering between EXPIRED and ACTIVE across nodes with skewed clocks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum InventoryQuery {
     /// Which event the group serves and its operator status.
     Status,
-    /// Sale status and seats available per tier.
+    /// Sale status and seats available per tier; `now_ms` is the reader's clock,
+    /// used only for the date-based sale status (the sale opening does not wait
+    /// for a write to the group).
     Availability { now_ms: i64 },
     /// Every seat's state, by seat index.
-    Seats { now_ms: i64 },
+    Seats,
     /// One reservation.
-    Reservation { reservation_id: Uuid, now_ms: i64 },
+    Reservation { reservation_id: Uuid },
 }
 
 /// The event and operator status a group holds.
@@ -401,7 +407,8 @@ impl Inventory {
         }
     }
 
-    pub(super) fn query(&self, q: &InventoryQuery) -> InventoryAnswer {
+    /// Answers `q` as of `now_ms`, the group's replicated clock.
+    pub(super) fn query(&self, q: &InventoryQuery, now_ms: i64) -> InventoryAnswer {
         match q {
             InventoryQuery::Status => {
                 let s = self.status_record();
@@ -411,17 +418,14 @@ impl Inventory {
                     changed_ms: s.changed_ms,
                 })
             }
-            InventoryQuery::Availability { now_ms } => {
-                InventoryAnswer::Availability(self.availability(*now_ms))
+            InventoryQuery::Availability { now_ms: wall_ms } => {
+                InventoryAnswer::Availability(self.availability(now_ms, *wall_ms))
             }
-            InventoryQuery::Seats { now_ms } => InventoryAnswer::Seats(self.seat_states(*now_ms)),
-            InventoryQuery::Reservation {
-                reservation_id,
-                now_ms,
-            } => InventoryAnswer::Reservation(
+            InventoryQuery::Seats => InventoryAnswer::Seats(self.seat_states(now_ms)),
+            InventoryQuery::Reservation { reservation_id } => InventoryAnswer::Reservation(
                 self.reservations
                     .get(reservation_id)
-                    .map(|r| self.view_at(r, *now_ms)),
+                    .map(|r| self.view_at(r, now_ms)),
             ),
         }
     }

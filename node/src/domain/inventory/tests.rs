@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::*;
-use crate::domain::{ids, Command, CommandBody, GroupKind, GroupMachine, Response};
+use crate::domain::{
+    ids, Command, CommandBody, GroupKind, GroupMachine, Query, QueryResult, Response,
+};
 
 /// A machine plus the disk its changes produce.
 pub(super) struct Harness {
@@ -277,11 +279,13 @@ fn holds_expire_by_stamped_time_and_release_is_owner_only_and_idempotent() {
     ));
     assert_eq!(h.inv().seat_state(2), Some(SeatState::Available));
     // Reads at a later time see the first hold expired before any sweep.
-    let avail =
-        |h: &Harness, now| match h.inv().query(&InventoryQuery::Availability { now_ms: now }) {
-            InventoryAnswer::Availability(Some(a)) => a.available,
-            other => panic!("{other:?}"),
-        };
+    let avail = |h: &Harness, now| match h
+        .inv()
+        .query(&InventoryQuery::Availability { now_ms: now }, now)
+    {
+        InventoryAnswer::Availability(Some(a)) => a.available,
+        other => panic!("{other:?}"),
+    };
     assert_eq!(avail(&h, 2_000 + 10 * MIN - 1), 12);
     assert_eq!(avail(&h, 2_000 + 10 * MIN), 14);
     assert_eq!(h.inv().next_expiry_ms(), Some(2_000 + 10 * MIN));
@@ -295,10 +299,12 @@ fn holds_expire_by_stamped_time_and_release_is_owner_only_and_idempotent() {
     );
     assert_eq!(h.inv().seat_state(0), Some(SeatState::Available));
     assert_eq!(h.inv().next_expiry_ms(), None);
-    match h.inv().query(&InventoryQuery::Reservation {
-        reservation_id: Uuid::from_u128(1),
-        now_ms: 0,
-    }) {
+    match h.inv().query(
+        &InventoryQuery::Reservation {
+            reservation_id: Uuid::from_u128(1),
+        },
+        0,
+    ) {
         InventoryAnswer::Reservation(Some(v)) => assert_eq!(v.status, ReservationStatus::Expired),
         other => panic!("{other:?}"),
     }
@@ -416,4 +422,36 @@ fn holds_wait_for_the_sale_and_refunds_put_seats_back() {
         InventoryResponse::Rejected(InventoryRejection::NotOnSale(SaleStatus::Paused))
     );
     h.check_restore();
+}
+
+/// Regression (found by the chaos suite's clock nemesis): reads judge expiry by the
+/// group's replicated clock, not the reader's wall clock, so replicas at the same
+/// index agree whatever their clocks say, and a hold reads ACTIVE until a command
+/// stamped at or past its expiry is applied.
+#[test]
+fn reads_judge_expiry_by_the_replicated_clock() {
+    let mut h = Harness::new();
+    open(&mut h, 8);
+    h.run(2_000, reserve(1, 1, &[0]));
+    let status = |h: &Harness| {
+        let q = Query::Inventory(InventoryQuery::Reservation {
+            reservation_id: Uuid::from_u128(1),
+        });
+        match h.m.query(&q) {
+            QueryResult::Inventory(InventoryAnswer::Reservation(Some(v))) => v.status,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(status(&h), ReservationStatus::Active);
+    h.run(2_000 + 10 * MIN - 1, reserve(2, 2, &[5]));
+    assert_eq!(
+        status(&h),
+        ReservationStatus::Active,
+        "one ms before expiry"
+    );
+    h.run(
+        2_000 + 10 * MIN,
+        InventoryCommand::Sweep { event_id: EVENT },
+    );
+    assert_eq!(status(&h), ReservationStatus::Expired);
 }
