@@ -70,6 +70,11 @@ impl History {
         });
     }
 
+    /// Milliseconds since the run started, on the history's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     /// A copy of the entries so far.
     pub fn ops(&self) -> Vec<Op> {
         self.ops.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -193,8 +193,9 @@ pub struct HoldsVerdict {
     pub valid: bool,
 }
 
-/// Reads every replica's seat map into the history (as `read` operations, which
-/// the linearizability check then places after everything else), checks the
+/// Reads every replica's seat map and every acknowledged reservation into the
+/// history (as `read` and `read-reservation` operations, which the
+/// linearizability check then places after everything else), checks the
 /// acknowledged holds against the healed cluster, and checks the history.
 pub async fn check(
     c: &TestCluster,
@@ -211,15 +212,12 @@ pub async fn check(
         history.record(&process, OpType::Ok, "read", json!({ "seats": seats }));
         maps.insert(seats);
     }
-    let ops = history.ops();
-    let now_ms = ops.last().map_or(0, |o| o.time_ms);
-    let linearizability = check_holds(&ops, expiry);
-    // Acknowledged holds (owner, invocation time), and those whose release was
-    // acknowledged.
-    let mut acked: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+    // Acknowledged holds (owner, invocation time, seats), and those whose release
+    // was acknowledged.
+    let mut acked: BTreeMap<String, (usize, u64, Value)> = BTreeMap::new();
     let mut released = BTreeSet::new();
     let mut last_invoke: BTreeMap<String, (Value, u64)> = BTreeMap::new();
-    for op in &ops {
+    for op in &history.ops() {
         match (op.f.as_str(), op.kind) {
             (_, OpType::Invoke) => {
                 last_invoke.insert(op.process.clone(), (op.value.clone(), op.time_ms));
@@ -227,7 +225,7 @@ pub async fn check(
             ("reserve", OpType::Ok) => {
                 let invoked = last_invoke.get(&op.process).map_or(0, |(_, t)| *t);
                 if let (Some(id), Ok(p)) = (op.value["reservation"].as_str(), op.process.parse()) {
-                    acked.insert(id.to_string(), (p, invoked));
+                    acked.insert(id.to_string(), (p, invoked, op.value["seats"].clone()));
                 }
             }
             ("release", OpType::Ok) => {
@@ -246,11 +244,20 @@ pub async fn check(
     let mut expired = 0;
     let mut seat_owner: BTreeMap<String, String> = BTreeMap::new();
     let mut double_held = Vec::new();
-    for (id, (p, invoked)) in &acked {
+    for (id, (p, invoked, seats)) in &acked {
+        let value = json!({ "reservation": id, "seats": seats });
+        history.record("final", OpType::Invoke, "read-reservation", value);
         let r = reader.reservation(&setup.tokens[*p], id).await?;
+        history.record(
+            "final",
+            OpType::Ok,
+            "read-reservation",
+            json!({ "status": r["status"] }),
+        );
         let active = r["status"] == "ACTIVE";
         if !released.contains(id) && !active {
-            if r["status"] == "EXPIRED" && now_ms >= expiry.earliest(*invoked) {
+            // Old enough to have expired by the time the read returned?
+            if r["status"] == "EXPIRED" && history.now_ms() >= expiry.earliest(*invoked) {
                 expired += 1;
             } else {
                 lost.push(id.clone());
@@ -265,6 +272,7 @@ pub async fn check(
             }
         }
     }
+    let linearizability = check_holds(&history.ops(), expiry);
     let final_state = FinalState {
         maps_agree: maps.len() == 1,
         lost,

@@ -8,12 +8,13 @@
 //! Workloads: `catalog` (concurrent venue creation) and `holds` (seat holds,
 //! releases and final reads, checked per seat for linearizability by [`linear`]).
 //! Nemeses ([`nemesis`]): `kill`, `pause`, `partition` (iptables inside the
-//! runner's own loopback-only network namespace, [`netns`]) and `clock`
-//! (libfaketime). Each run writes its history, report, node logs and pictures
+//! runner's own loopback-only network namespace, [`netns`]), `clock`
+//! (libfaketime) and `disk` (a node's tmpfs filled up, [`disk`]). Each run writes its history, report, node logs and pictures
 //! ([`plot`]). The [`Workload`] and [`Nemesis`] enums are the extension points for
-//! `queue`, `orders`, `membership` and `disk`.
+//! `queue`, `orders` and `membership`.
 
 pub mod checker;
+pub mod disk;
 pub mod history;
 pub mod holds;
 pub mod linear;

@@ -108,11 +108,17 @@ fn main() -> anyhow::Result<ExitCode> {
         unreachable!("check returned above");
     };
     anyhow::ensure!((1..=200).contains(&nodes), "--nodes must be 1 to 200");
-    // Partitions need the process in a namespace of its own, entered while it has
-    // one thread (before the runtime starts), so every node inherits it.
+    // Partitions and full disks need the process in namespaces of its own,
+    // entered while it has one thread (before the runtime starts), so every node
+    // inherits them.
     if nemesis.contains(&Nemesis::Partition) {
         if let Err(e) = boxoffice_jepsen::netns::enter_private() {
             eprintln!("boxoffice-jepsen: no private network namespace: {e:#}");
+        }
+    }
+    if nemesis.contains(&Nemesis::Disk) {
+        if let Err(e) = boxoffice_jepsen::disk::enter_private() {
+            eprintln!("boxoffice-jepsen: no private mount namespace: {e:#}");
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use crate::history::{History, OpType};
-use crate::netns;
+use crate::{disk, netns};
 
 /// Faults to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
@@ -37,6 +37,9 @@ pub enum Nemesis {
     /// Skew the wall clocks of some nodes (libfaketime, changed while they run) by
     /// up to the run's maximum skew either way, then set them right.
     Clock,
+    /// Fill a node's data disk (a tmpfs of its own, in the runner's private mount
+    /// namespace) until writes fail with ENOSPC; then free it and restart the node.
+    Disk,
 }
 
 impl Nemesis {
@@ -46,6 +49,7 @@ impl Nemesis {
             Nemesis::Pause => "pause",
             Nemesis::Partition => "partition",
             Nemesis::Clock => "clock",
+            Nemesis::Disk => "disk",
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct Schedule {
     pub max_skew_ms: u64,
     /// Each node's address (for partitions).
     pub ips: BTreeMap<u64, IpAddr>,
+    /// Each node's data directory (for the disk nemesis).
+    pub data_dirs: BTreeMap<u64, PathBuf>,
 }
 
 /// Injects faults until shortly before the deadline; returns how many of each.
@@ -133,7 +139,7 @@ pub async fn run(
             _ => ids[rng.gen_range(0..ids.len())],
         };
         let value = match fault {
-            Nemesis::Kill | Nemesis::Pause => json!({ "node": target }),
+            Nemesis::Kill | Nemesis::Pause | Nemesis::Disk => json!({ "node": target }),
             Nemesis::Partition => partition_value(&ids, leader, &mut rng),
             Nemesis::Clock => {
                 let k = rng.gen_range(1..=ids.len().div_ceil(2));
@@ -165,13 +171,24 @@ pub async fn run(
                         }
                     }
                 }
+                Nemesis::Disk => {
+                    if let Some(dir) = s.data_dirs.get(&target) {
+                        let mib = disk::fill(dir)?;
+                        history.record(
+                            "nemesis",
+                            OpType::Info,
+                            "disk-full",
+                            json!({ "node": target, "ballast_mib": mib }),
+                        );
+                    }
+                }
             }
         }
         *counts.entry(name.to_string()).or_default() += 1;
         let hold = match fault {
             Nemesis::Kill | Nemesis::Pause => rng.gen_range(500..2000),
             Nemesis::Partition => rng.gen_range(1000..4000),
-            Nemesis::Clock => rng.gen_range(2000..6000),
+            Nemesis::Clock | Nemesis::Disk => rng.gen_range(2000..6000),
         };
         tokio::time::sleep(Duration::from_millis(hold)).await;
         {
@@ -181,6 +198,17 @@ pub async fn run(
                 Nemesis::Pause => c.resume(target)?,
                 Nemesis::Partition => netns::heal()?,
                 Nemesis::Clock => reset_clocks(s.clock_dir.as_deref(), &ids)?,
+                Nemesis::Disk => {
+                    if let Some(dir) = s.data_dirs.get(&target) {
+                        disk::free(dir)?;
+                    }
+                    // Whether it crashed or limps on, the node restarts on the freed
+                    // disk, as an operator would do it.
+                    if c.running().contains(&target) {
+                        c.kill(target)?;
+                    }
+                    c.start_node(target)?;
+                }
             }
         }
         history.record("nemesis", OpType::Info, &format!("stop-{name}"), value);
@@ -239,9 +267,16 @@ fn reset_clocks(dir: Option<&Path>, ids: &[u64]) -> Result<()> {
 
 /// Undoes every fault: restarts dead nodes, resumes paused ones, removes cuts,
 /// sets clocks right.
-pub fn heal(c: &mut TestCluster, clock_dir: Option<&Path>) -> Result<()> {
+pub fn heal(
+    c: &mut TestCluster,
+    clock_dir: Option<&Path>,
+    data_dirs: &BTreeMap<u64, PathBuf>,
+) -> Result<()> {
     netns::heal()?;
     reset_clocks(clock_dir, &c.ids())?;
+    for dir in data_dirs.values() {
+        disk::free(dir)?;
+    }
     for id in c.ids() {
         if c.running().contains(&id) {
             // SIGCONT is harmless to a node that is not stopped.

@@ -21,7 +21,7 @@ use crate::history::{History, OpType};
 use crate::holds::{self, HoldsVerdict};
 use crate::linear::Expiry;
 use crate::nemesis::{self, Nemesis};
-use crate::{netns, plot};
+use crate::{disk, netns, plot};
 
 /// What clients do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -104,6 +104,12 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
         );
         nemeses.retain(|n| *n != Nemesis::Partition);
     }
+    if nemeses.contains(&Nemesis::Disk) && !disk::is_private() {
+        unavailable.push(
+            "disk: the runner is not in a private mount namespace (run the boxoffice-jepsen binary as root; it needs unshare(CLONE_NEWNS) and tmpfs)".to_string(),
+        );
+        nemeses.retain(|n| *n != Nemesis::Disk);
+    }
     let faketime = nemesis::libfaketime();
     if nemeses.contains(&Nemesis::Clock) && faketime.is_none() {
         unavailable.push("clock: libfaketime not found (scripts/setup installs faketime)".into());
@@ -141,7 +147,7 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
             )
         })
         .collect();
-    let cluster = TestCluster::start(ClusterOpts {
+    let mut cluster = TestCluster::configure(ClusterOpts {
         nodes: opts.nodes,
         request_timeout_ms: 2000,
         hosts: ips.values().copied().collect(),
@@ -153,11 +159,38 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
             "[rate_limits]".into(),
             "reserve = { requests = 1000000, window_seconds = 60 }".into(),
             "authenticated = { requests = 1000000, window_seconds = 60 }".into(),
+            // Small memtables flush often, so a full disk bites within seconds
+            // (RocksDB preallocates a write-ahead log as large as a memtable).
+            "[storage]".into(),
+            format!(
+                "write_buffer_mib = {}",
+                if opts.nemeses.contains(&Nemesis::Disk) {
+                    1
+                } else {
+                    64
+                }
+            ),
             String::new(),
         ]
         .join("\n"),
         ..ClusterOpts::default()
     })?;
+    // With the disk nemesis, every node's data lives on a small disk of its own.
+    let data_dirs: BTreeMap<u64, PathBuf> = if nemeses.contains(&Nemesis::Disk) {
+        cluster
+            .ids()
+            .into_iter()
+            .map(|id| (id, cluster.dir.path().join(format!("data/node{id}"))))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    for dir in data_dirs.values() {
+        disk::mount_data_dir(dir)?;
+    }
+    for id in cluster.ids() {
+        cluster.start_node(id)?;
+    }
     cluster.wait_healthy(Duration::from_secs(60)).await?;
     cluster.wait_for_leader(0, Duration::from_secs(20)).await?;
     let setup = match opts.workload {
@@ -200,6 +233,7 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
         clock_dir: clock_dir.as_ref().map(|d| d.path().to_path_buf()),
         max_skew_ms: opts.max_skew_ms,
         ips,
+        data_dirs: data_dirs.clone(),
     };
     let faults = tokio::spawn(nemesis::run(
         schedule,
@@ -214,7 +248,7 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
 
     // Heal (even if the nemesis failed), settle: all healthy and converged.
     let mut c = cluster.lock().await;
-    nemesis::heal(&mut c, clock_dir.as_ref().map(|d| d.path()))?;
+    nemesis::heal(&mut c, clock_dir.as_ref().map(|d| d.path()), &data_dirs)?;
     let faults = faults?;
     c.wait_healthy(Duration::from_secs(60)).await?;
     c.wait_converged(0, Duration::from_secs(60)).await?;
@@ -280,6 +314,13 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
         plot::write_all(&ops, &dir)?;
         report.out_dir = Some(dir.clone());
         std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
+    }
+    // Stop the nodes, then detach their disks so the temporary directory goes.
+    for id in c.running() {
+        c.kill(id)?;
+    }
+    for dir in data_dirs.values() {
+        disk::unmount_data_dir(dir)?;
     }
     Ok(report)
 }

@@ -35,6 +35,8 @@ pub struct ClusterConfig {
     pub rate_limits: RateLimits,
     #[serde(default)]
     pub inventory: InventorySettings,
+    #[serde(default)]
+    pub storage: StorageSettings,
     /// Directory of the file this was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -135,6 +137,24 @@ impl Default for InventorySettings {
             hold_seconds: 600,
             max_tickets_per_user: 8,
             sweep_interval_ms: 1000,
+        }
+    }
+}
+
+/// RocksDB tuning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Memtable size of each column family, in MiB: the memory a node spends on
+    /// unflushed writes, and the size RocksDB preallocates for each write-ahead
+    /// log file. Small values flush often (the chaos suite's full-disk runs use 1).
+    pub write_buffer_mib: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            write_buffer_mib: 64,
         }
     }
 }

@@ -143,7 +143,8 @@ pub async fn run(
     let node = config.node(me)?.clone();
     let dir = config.data_dir(&node);
     let cluster = config.cluster_name.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir, &cluster, me))
+    let storage = config.storage.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, &cluster, me, &storage))
         .await
         .map_err(|e| Error::Raft(format!("open store: {e}")))??;
     let peers = Peers::new(config.cluster_name.clone(), me, node.peer_addr.ip());

@@ -21,7 +21,7 @@ impl StoreBuilder<TypeConfig, LogStore, GroupStateMachine, tempfile::TempDir> fo
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, GroupStateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path(), "suite", 1).expect("open store");
+        let store = Store::open(dir.path(), "suite", 1, &Default::default()).expect("open store");
         // A neighbouring group with data on both sides must not leak into this one.
         for other in [self.group.0.checked_sub(1), Some(self.group.0 + 1)]
             .into_iter()

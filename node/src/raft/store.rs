@@ -19,6 +19,7 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOp
 
 use super::types::GroupId;
 use crate::codec;
+use crate::config::StorageSettings;
 use crate::error::{Error, Result};
 
 pub(crate) const CF_LOG: &str = "log";
@@ -36,16 +37,28 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the data dir of `node_id` in `cluster`, refusing a dir that
     /// another cluster or node wrote.
-    pub fn open(dir: &Path, cluster: &str, node_id: u64) -> Result<Self> {
+    pub fn open(
+        dir: &Path,
+        cluster: &str,
+        node_id: u64,
+        settings: &StorageSettings,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Config(format!("cannot create data dir {}: {e}", dir.display())))?;
+        let write_buffer =
+            usize::try_from(settings.write_buffer_mib.clamp(1, 4096) << 20).unwrap_or(64 << 20);
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(4);
+        opts.set_write_buffer_size(write_buffer);
         let cfs = [CF_LOG, CF_RAFT, CF_SM, CF_SNAPSHOT]
             .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            .map(|name| {
+                let mut cf = Options::default();
+                cf.set_write_buffer_size(write_buffer);
+                ColumnFamilyDescriptor::new(name, cf)
+            });
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
             Error::Config(format!(
                 "cannot open data dir {} as RocksDB: {e}",
@@ -141,9 +154,9 @@ mod tests {
     #[test]
     fn refuses_a_data_dir_of_another_cluster_or_node() {
         let dir = tempfile::tempdir().expect("test value");
-        drop(Store::open(dir.path(), "alpha", 1).expect("test value"));
-        assert!(Store::open(dir.path(), "alpha", 1).is_ok());
-        let err = Store::open(dir.path(), "beta", 1)
+        drop(Store::open(dir.path(), "alpha", 1, &StorageSettings::default()).expect("test value"));
+        assert!(Store::open(dir.path(), "alpha", 1, &StorageSettings::default()).is_ok());
+        let err = Store::open(dir.path(), "beta", 1, &StorageSettings::default())
             .err()
             .expect("test value")
             .to_string();
@@ -151,7 +164,7 @@ mod tests {
             err.contains("cluster \"alpha\"") && err.contains("refusing"),
             "{err}"
         );
-        let err = Store::open(dir.path(), "alpha", 2)
+        let err = Store::open(dir.path(), "alpha", 2, &StorageSettings::default())
             .err()
             .expect("test value")
             .to_string();
