@@ -188,9 +188,24 @@ pub async fn run(
         let hold = match fault {
             Nemesis::Kill | Nemesis::Pause => rng.gen_range(500..2000),
             Nemesis::Partition => rng.gen_range(1000..4000),
-            Nemesis::Clock | Nemesis::Disk => rng.gen_range(2000..6000),
+            Nemesis::Clock => rng.gen_range(2000..6000),
+            // The disk stays full until the node's writes fail and it stops
+            // (RocksDB first uses up the log space it preallocated), or 15 s.
+            Nemesis::Disk => 15_000,
         };
-        tokio::time::sleep(Duration::from_millis(hold)).await;
+        let until = Instant::now() + Duration::from_millis(hold);
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if fault == Nemesis::Disk && cluster.lock().await.node_mut(target).has_exited() {
+                history.record(
+                    "nemesis",
+                    OpType::Info,
+                    "node-stopped",
+                    json!({ "node": target }),
+                );
+                break;
+            }
+        }
         {
             let mut c = cluster.lock().await;
             match fault {

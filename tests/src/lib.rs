@@ -95,6 +95,14 @@ impl TestNode {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// Whether the process was started and has exited on its own since (it stays
+    /// "running" until killed or restarted, so its exit status is not lost).
+    pub fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
 }
 
 /// A cluster of real node processes on loopback.
@@ -256,7 +264,7 @@ impl TestCluster {
             .expect("node id of this cluster")
     }
 
-    fn node_mut(&mut self, id: u64) -> &mut TestNode {
+    pub fn node_mut(&mut self, id: u64) -> &mut TestNode {
         self.nodes
             .iter_mut()
             .find(|n| n.id == id)

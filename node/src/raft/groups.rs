@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use openraft::error::Fatal;
+
 use super::log_store::LogStore;
 use super::network::{GroupNetworkFactory, Peers};
 use super::state_machine::{GroupStateMachine, SharedState};
@@ -70,6 +72,7 @@ impl Groups {
         let raft = Raft::new(self.peers.me(), self.config.clone(), network, log, sm)
             .await
             .map_err(|e| Error::Raft(format!("start {id}: {e}")))?;
+        fail_stop_on_fatal(id, &raft);
         let group = Arc::new(Group {
             id,
             kind,
@@ -131,4 +134,34 @@ impl Groups {
     pub fn peers(&self) -> &Peers {
         &self.peers
     }
+}
+
+/// The exit status of a node whose storage failed (EX_IOERR).
+pub const EXIT_STORAGE_FAILED: i32 = 74;
+
+/// Fail-stop: if a group's Raft dies of a storage error (a full disk, a failed
+/// fsync) or a panic, the whole node exits so its supervisor restarts it on a
+/// sound disk, instead of limping on with one group frozen (it would neither vote
+/// nor replicate, yet still look like that group's leader to local requests).
+/// After a failed write or fsync, nothing in memory can be trusted to match the
+/// disk; recovery from the write-ahead log on restart is the only safe path. A
+/// group stopped on purpose ([`Groups::stop`]) is not a failure.
+fn fail_stop_on_fatal(id: GroupId, raft: &Raft) {
+    let mut metrics = raft.metrics();
+    tokio::spawn(async move {
+        loop {
+            let fatal = match &metrics.borrow_and_update().running_state {
+                Err(Fatal::Stopped) => return,
+                Err(fatal) => Some(fatal.to_string()),
+                Ok(()) => None,
+            };
+            if let Some(fatal) = fatal {
+                tracing::error!(group = %id, "raft failed, the node stops: {fatal}");
+                std::process::exit(EXIT_STORAGE_FAILED);
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
