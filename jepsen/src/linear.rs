@@ -96,7 +96,6 @@ pub fn stuck_at(ops: &[Timed]) -> Option<usize> {
     let n = ops.len();
     let words = n.div_ceil(64).max(1);
     let required = ops.iter().filter(|o| o.end.is_some()).count();
-    let done = |set: &[u64], i: usize| set[i / 64] >> (i % 64) & 1 == 1;
     // (placed set, state, required ops placed)
     let mut seen: HashSet<(Vec<u64>, Seat)> = HashSet::new();
     let mut stack: Vec<(Vec<u64>, Seat, usize)> = vec![(vec![0; words], Seat::Free, 0)];
@@ -110,17 +109,24 @@ pub fn stuck_at(ops: &[Timed]) -> Option<usize> {
         // after they start, so the scan stops at the first start past the horizon.
         let mut horizon = usize::MAX;
         let mut candidates = Vec::new();
-        for (i, o) in ops.iter().enumerate() {
-            if o.start > horizon {
-                break;
+        // Walk the unplaced operations a bitset word at a time (placed ones are
+        // skipped 64 at once: long histories are mostly placed).
+        'scan: for (w, word) in set.iter().enumerate() {
+            let mut unplaced = !word;
+            while unplaced != 0 {
+                let i = w * 64 + unplaced.trailing_zeros() as usize;
+                unplaced &= unplaced - 1;
+                let Some(o) = ops.get(i) else {
+                    break 'scan;
+                };
+                if o.start > horizon {
+                    break 'scan;
+                }
+                if let Some(end) = o.end {
+                    horizon = horizon.min(end);
+                }
+                candidates.push(i);
             }
-            if done(&set, i) {
-                continue;
-            }
-            if let Some(end) = o.end {
-                horizon = horizon.min(end);
-            }
-            candidates.push(i);
         }
         if placed >= furthest.0 {
             furthest = (placed, horizon);
