@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod bench_holds;
+pub mod bench_targets;
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use boxoffice_client::bench_targets::{Boxoffice, Etcd, Postgres, Target};
 use boxoffice_client::{bench, bench_holds, Client, NewVenue};
 use clap::{Parser, Subcommand};
 
@@ -73,10 +74,23 @@ enum BenchCmd {
         concurrency: usize,
     },
     /// Clients race to hold random adjacent seat pairs of one event until all are
-    /// held; checks every acknowledged hold at the end.
+    /// held; checks every acknowledged hold at the end. The same workload runs
+    /// against PostgreSQL or etcd for comparison (`scripts/bench-peers`).
     Holds {
         #[arg(long, value_delimiter = ',')]
         urls: Vec<String>,
+        /// The system to drive.
+        #[arg(long, value_enum, default_value = "boxoffice")]
+        target: HoldsTarget,
+        /// PostgreSQL connection string (for `--target postgres`).
+        #[arg(long, default_value = "host=127.0.0.1 user=postgres dbname=postgres")]
+        postgres: String,
+        /// etcd client URLs (for `--target etcd`).
+        #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+        etcd: Vec<String>,
+        /// Also write the reports as a JSON array here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
         /// Seats of the event (even).
         #[arg(long, default_value_t = 20_000)]
         seats: u32,
@@ -103,6 +117,14 @@ enum BenchCmd {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+}
+
+/// The systems `bench holds` drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum HoldsTarget {
+    Boxoffice,
+    Postgres,
+    Etcd,
 }
 
 #[tokio::main]
@@ -188,38 +210,63 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench(BenchCmd::Holds {
             urls,
+            target,
+            postgres,
+            etcd,
+            json,
             seats,
             clients,
             seconds,
             max_tickets,
         }) => {
             let urls = or_default(urls, &cli.url);
-            let key = admin_key()?;
             let holds_per_user = (*max_tickets / 2).max(1);
-            let most = clients.iter().copied().max().unwrap_or(1);
-            // Enough users to hold every pair, plus one per client so none waits.
-            let users = (*seats / 2).div_ceil(holds_per_user) as usize + most;
-            println!("registering {users} users ...");
-            let pool = bench::clients(&urls, &key)?;
-            let tag = uuid::Uuid::new_v4().simple().to_string();
-            let tokens = bench_holds::register_users(&pool, users, &tag[..8]).await?;
+            let mut tokens = Vec::new();
+            let mut pool = None;
+            if *target == HoldsTarget::Boxoffice {
+                let key = admin_key()?;
+                let most = clients.iter().copied().max().unwrap_or(1);
+                // Enough users to hold every pair, plus one per client so none waits.
+                let users = (*seats / 2).div_ceil(holds_per_user) as usize + most;
+                println!("registering {users} users ...");
+                let p = bench::clients(&urls, &key)?;
+                let tag = uuid::Uuid::new_v4().simple().to_string();
+                tokens = bench_holds::register_users(&p, users, &tag[..8]).await?;
+                pool = Some(p);
+            }
             let mut reports = Vec::new();
             for &c in clients {
+                let t = match (target, &pool) {
+                    (HoldsTarget::Boxoffice, Some(p)) => Target::Boxoffice(
+                        Boxoffice::setup(p.clone(), *seats, &tokens, holds_per_user).await?,
+                    ),
+                    (HoldsTarget::Postgres, _) => {
+                        Target::Postgres(Postgres::setup(postgres, c, *seats).await?)
+                    }
+                    (HoldsTarget::Etcd, _) => Target::Etcd(Etcd::setup(etcd).await?),
+                    (HoldsTarget::Boxoffice, None) => unreachable!("users registered above"),
+                };
                 let opts = bench_holds::HoldsOptions {
                     seats: *seats,
                     clients: c,
                     limit: Duration::from_secs(*seconds),
-                    holds_per_user,
                 };
-                reports.push(bench_holds::holds(&urls, &key, opts, &tokens, true).await?);
+                reports.push(bench_holds::holds(t, opts, true).await?);
+            }
+            let against = match target {
+                HoldsTarget::Boxoffice => urls.join(", "),
+                HoldsTarget::Postgres => postgres.clone(),
+                HoldsTarget::Etcd => etcd.join(", "),
+            };
+            println!("seat holds: {seats} seats, random adjacent pairs, against {against}");
+            print!("{}", bench_holds::table(&reports));
+            if let Some(path) = json {
+                let all: Vec<_> = reports.iter().map(|r| r.to_json()).collect();
+                std::fs::write(path, serde_json::to_vec_pretty(&all)?)?;
             }
             println!(
-                "seat holds: {seats} seats, random adjacent pairs, against {}",
-                urls.join(", ")
-            );
-            print!("{}", bench_holds::table(&reports));
-            println!(
-                "correctness: no pair acknowledged twice; every acknowledged hold ACTIVE with its seats and RESERVED on every node"
+                "correctness: no pair acknowledged twice; every acknowledged hold owns its seats and nothing else is held{}",
+                if *target == HoldsTarget::Boxoffice { " (ACTIVE, and RESERVED on every node)" } else { "" }
             );
         }
         Cmd::Bench(BenchCmd::Groups {

@@ -246,47 +246,89 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
     }
     let faults = faults.await?;
 
-    // Heal (even if the nemesis failed), settle: all healthy and converged.
+    // Heal (even if the nemesis failed), settle, read the final state and check.
     let mut c = cluster.lock().await;
-    nemesis::heal(&mut c, clock_dir.as_ref().map(|d| d.path()), &data_dirs)?;
-    let faults = faults?;
-    c.wait_healthy(Duration::from_secs(60)).await?;
-    c.wait_converged(0, Duration::from_secs(60)).await?;
-    let (catalog, holds) = match &setup {
-        None => {
-            let mut finals = BTreeMap::new();
-            for id in &ids {
-                let list = c.client(*id).venues().await?;
-                let names: Vec<String> = list
-                    .venues
-                    .iter()
-                    .filter_map(|v| v["name"].as_str().map(str::to_string))
-                    .collect();
-                finals.insert(*id, names);
+    let checked = async {
+        nemesis::heal(&mut c, clock_dir.as_ref().map(|d| d.path()), &data_dirs)?;
+        let faults = faults?;
+        c.wait_healthy(Duration::from_secs(60)).await?;
+        c.wait_converged(0, Duration::from_secs(60)).await?;
+        let checks = match &setup {
+            None => {
+                let mut finals = BTreeMap::new();
+                for id in &ids {
+                    let list = c.client(*id).venues().await?;
+                    let names: Vec<String> = list
+                        .venues
+                        .iter()
+                        .filter_map(|v| v["name"].as_str().map(str::to_string))
+                        .collect();
+                    finals.insert(*id, names);
+                }
+                (Some(check_catalog(&history.ops(), &finals)), None)
             }
-            (Some(check_catalog(&history.ops(), &finals)), None)
-        }
-        Some(setup) => {
-            c.wait_converged(setup.group_id, Duration::from_secs(60))
-                .await?;
-            let expiry = Expiry {
-                hold_ms: opts.hold_seconds * 1000,
-                max_skew_ms: if nemeses.contains(&Nemesis::Clock) {
-                    opts.max_skew_ms
-                } else {
-                    0
-                },
-            };
-            (None, Some(holds::check(&c, setup, &history, expiry).await?))
-        }
-    };
+            Some(setup) => {
+                // The event group's replicas (not every node, past 3) agree.
+                let view = c.view(ids[0]).await?;
+                let members = view
+                    .group(setup.group_id)
+                    .map(|g| g.members.clone())
+                    .unwrap_or_else(|| ids.clone());
+                c.wait_group_converged(setup.group_id, &members, Duration::from_secs(60))
+                    .await?;
+                let expiry = Expiry {
+                    hold_ms: opts.hold_seconds * 1000,
+                    max_skew_ms: if nemeses.contains(&Nemesis::Clock) {
+                        opts.max_skew_ms
+                    } else {
+                        0
+                    },
+                };
+                (None, Some(holds::check(&c, setup, &history, expiry).await?))
+            }
+        };
+        anyhow::Ok((faults, checks))
+    }
+    .await;
     let ops = history.ops();
+    // The history, logs and pictures are written whatever happened.
+    let dir = match &opts.out {
+        Some(out) => {
+            let dir = out.join(format!(
+                "{}-{:?}-seed{}",
+                chrono_like_now(),
+                opts.workload,
+                opts.seed
+            ));
+            std::fs::create_dir_all(&dir)?;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("history.jsonl"))?);
+            history.write_jsonl(&mut f)?;
+            std::fs::write(dir.join("logs.txt"), c.log_tails(usize::MAX))?;
+            plot::write_all(&ops, &dir)?;
+            Some(dir)
+        }
+        None => None,
+    };
+    // Stop the nodes, then detach their disks so the temporary directory goes.
+    for id in c.running() {
+        c.kill(id)?;
+    }
+    for dir in data_dirs.values() {
+        disk::unmount_data_dir(dir)?;
+    }
+    let (faults, (catalog, holds)) = checked.map_err(|e| match &dir {
+        Some(d) => e.context(format!(
+            "the run failed; its history and logs are in {}",
+            d.display()
+        )),
+        None => e,
+    })?;
     let count = |k: OpType| {
         ops.iter()
             .filter(|o| o.process != "nemesis" && !o.process.starts_with("final") && o.kind == k)
             .count()
     };
-    let mut report = RunReport {
+    let report = RunReport {
         seed: opts.seed,
         workload: opts.workload,
         nemeses,
@@ -298,29 +340,10 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
         unavailable,
         catalog,
         holds,
-        out_dir: None,
+        out_dir: dir.clone(),
     };
-    if let Some(out) = &opts.out {
-        let dir = out.join(format!(
-            "{}-{:?}-seed{}",
-            chrono_like_now(),
-            opts.workload,
-            opts.seed
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("history.jsonl"))?);
-        history.write_jsonl(&mut f)?;
-        std::fs::write(dir.join("logs.txt"), c.log_tails(usize::MAX))?;
-        plot::write_all(&ops, &dir)?;
-        report.out_dir = Some(dir.clone());
+    if let Some(dir) = &dir {
         std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
-    }
-    // Stop the nodes, then detach their disks so the temporary directory goes.
-    for id in c.running() {
-        c.kill(id)?;
-    }
-    for dir in data_dirs.values() {
-        disk::unmount_data_dir(dir)?;
     }
     Ok(report)
 }
