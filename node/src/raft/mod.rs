@@ -23,7 +23,7 @@ pub use network::{Peers, MAX_MESSAGE_BYTES};
 pub use service::PeerService;
 pub use state_machine::{AppliedState, GroupStateMachine, SharedState};
 pub use store::Store;
-pub use types::{GroupId, LogId, NodeId, NodeInfo, Raft, RaftMetrics, TypeConfig};
+pub use types::{Entry, GroupId, LogId, NodeId, NodeInfo, Raft, RaftMetrics, TypeConfig};
 
 #[cfg(test)]
 mod storage_suite;
