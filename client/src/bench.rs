@@ -6,8 +6,8 @@
 //! - `groups`: status writes spread over G event groups, to compare one group with
 //!   many under the same client load.
 //!
-//! `holds` lives in [`crate::bench_holds`]; later issues add `mixed`, `overload`,
-//! `queue`, `onsale`.
+//! `holds` lives in [`crate::bench_holds`], `mixed` and `overload` in
+//! [`crate::bench_load`]; later issues add `queue` and `onsale`.
 //!
 //! Closed loop: W writers each send one request at a time, spread over the nodes.
 //! Latencies go into an HDR histogram; the generator reports its own CPU time so a

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod bench_holds;
+pub mod bench_load;
 pub mod bench_targets;
 
 use std::time::Duration;
@@ -417,6 +418,17 @@ impl Client {
                 .await?,
         )
         .await
+    }
+
+    /// A GET of `path` (with its query) whose JSON body is checked but not kept:
+    /// for load generators, so parsing large seat maps does not become their
+    /// bottleneck.
+    pub async fn get_discard(&self, path: &str) -> Result<()> {
+        Self::parse::<serde::de::IgnoredAny>(
+            self.http.get(format!("{}{path}", self.base)).send().await?,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `GET /v1/events/{id}/seats`.

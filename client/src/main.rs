@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use boxoffice_client::bench_targets::{Boxoffice, Etcd, Postgres, Target};
-use boxoffice_client::{bench, bench_holds, Client, NewVenue};
+use boxoffice_client::{bench, bench_holds, bench_load, Client, NewVenue};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -103,6 +103,35 @@ enum BenchCmd {
         /// The cluster's per-user ticket limit (inventory.max_tickets_per_user).
         #[arg(long, default_value_t = 8)]
         max_tickets: u32,
+    },
+    /// On-sale traffic: seat maps, event details, searches and holds in on-sale
+    /// proportions from C fans; per-operation throughput and latency.
+    Mixed {
+        #[arg(long, value_delimiter = ',')]
+        urls: Vec<String>,
+        #[arg(long, default_value_t = 20_000)]
+        seats: u32,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// Open-loop holds stepped from half to three times the measured capacity;
+    /// goodput, served p99, and how fast the excess is refused.
+    Overload {
+        #[arg(long, value_delimiter = ',')]
+        urls: Vec<String>,
+        #[arg(long, default_value_t = 20_000)]
+        seats: u32,
+        /// Fans the requests come from.
+        #[arg(long, default_value_t = 256)]
+        users: usize,
+        /// Multiples of the capacity to offer, one step each.
+        #[arg(long, value_delimiter = ',', default_value = "0.5,1,1.5,2,3")]
+        steps: Vec<f64>,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Status writes over 1 event group versus many, under the same client load.
     Groups {
@@ -268,6 +297,45 @@ async fn main() -> anyhow::Result<()> {
                 "correctness: no pair acknowledged twice; every acknowledged hold owns its seats and nothing else is held{}",
                 if *target == HoldsTarget::Boxoffice { " (ACTIVE, and RESERVED on every node)" } else { "" }
             );
+        }
+        Cmd::Bench(BenchCmd::Mixed {
+            urls,
+            seats,
+            clients,
+            seconds,
+        }) => {
+            let urls = or_default(urls, &cli.url);
+            let pool = bench::clients(&urls, &admin_key()?)?;
+            let tag = uuid::Uuid::new_v4().simple().to_string();
+            println!("registering {clients} users ...");
+            let tokens = bench_holds::register_users(&pool, *clients, &tag[..8]).await?;
+            let event = bench_load::on_sale_event(&pool[0], *seats, "mixed bench night").await?;
+            let report = bench_load::mixed(pool, event, tokens, *seconds).await?;
+            println!(
+                "on-sale mix: {seats}-seat event, {clients} fans, {seconds} s, against {}",
+                urls.join(", ")
+            );
+            print!("{}", bench_load::mixed_table(&report));
+        }
+        Cmd::Bench(BenchCmd::Overload {
+            urls,
+            seats,
+            users,
+            steps,
+            seconds,
+        }) => {
+            let urls = or_default(urls, &cli.url);
+            let pool = bench::clients(&urls, &admin_key()?)?;
+            let tag = uuid::Uuid::new_v4().simple().to_string();
+            println!("registering {users} users ...");
+            let tokens = bench_holds::register_users(&pool, *users, &tag[..8]).await?;
+            let event = bench_load::on_sale_event(&pool[0], *seats, "overload bench night").await?;
+            let report = bench_load::overload(pool, event, tokens, steps, *seconds).await?;
+            println!(
+                "overload: open-loop holds of random pairs (each released after), {seconds} s per step, against {}",
+                urls.join(", ")
+            );
+            print!("{}", bench_load::overload_table(&report));
         }
         Cmd::Bench(BenchCmd::Groups {
             urls,

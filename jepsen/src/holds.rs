@@ -247,7 +247,12 @@ pub async fn check(
     for (id, (p, invoked, seats)) in &acked {
         let value = json!({ "reservation": id, "seats": seats });
         history.record("final", OpType::Invoke, "read-reservation", value);
-        let r = reader.reservation(&setup.tokens[*p], id).await?;
+        // A reservation the cluster no longer knows is a lost write, not a
+        // reason to stop checking.
+        let r = match reader.reservation(&setup.tokens[*p], id).await {
+            Err(e) if e.status() == Some(404) => json!({ "status": "NOT_FOUND" }),
+            other => other?,
+        };
         history.record(
             "final",
             OpType::Ok,

@@ -30,6 +30,14 @@ pub struct Group {
 #[derive(Clone)]
 pub struct Groups {
     groups: Arc<RwLock<BTreeMap<GroupId, Arc<Group>>>>,
+    /// Serializes starts and stops: at most one Raft instance per group on this
+    /// node, ever. Two would share the group's storage while each kept its own
+    /// machine in memory: a short-lived duplicate re-applying entries wrote an
+    /// older `last_applied` and older values over newer ones, and the replica
+    /// diverged after its next restart (found by a 10-minute kill run of the chaos
+    /// suite: a restarting node's placement reconciler and a peer's first RPC both
+    /// started the group).
+    starting: Arc<tokio::sync::Mutex<()>>,
     store: Store,
     peers: Peers,
     config: Arc<openraft::Config>,
@@ -53,14 +61,20 @@ impl Groups {
         .map_err(|e| Error::Config(format!("raft settings: {e}")))?;
         Ok(Self {
             groups: Arc::default(),
+            starting: Arc::default(),
             store,
             peers,
             config: Arc::new(config),
         })
     }
 
-    /// Starts a group's Raft on this node (idempotent: returns the running group).
+    /// Starts a group's Raft on this node (idempotent: returns the running group;
+    /// concurrent calls start it once).
     pub async fn start(&self, id: GroupId, kind: GroupKind) -> Result<Arc<Group>> {
+        if let Some(g) = self.get(id) {
+            return Ok(g);
+        }
+        let _one_at_a_time = self.starting.lock().await;
         if let Some(g) = self.get(id) {
             return Ok(g);
         }
@@ -81,10 +95,11 @@ impl Groups {
             quiet: Default::default(),
         });
         group.touch();
-        let mut w = self.groups.write().unwrap_or_else(|p| p.into_inner());
-        // A concurrent start of the same group keeps the first one.
-        let entry = w.entry(id).or_insert_with(|| group.clone());
-        Ok(entry.clone())
+        self.groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, group.clone());
+        Ok(group)
     }
 
     pub fn get(&self, id: GroupId) -> Option<Arc<Group>> {
@@ -107,6 +122,7 @@ impl Groups {
 
     /// Stops a group's Raft (its data stays on disk).
     pub async fn stop(&self, id: GroupId) {
+        let _one_at_a_time = self.starting.lock().await;
         let removed = self
             .groups
             .write()
@@ -164,4 +180,50 @@ fn fail_stop_on_fatal(id: GroupId, raft: &Raft) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::config::StorageSettings;
+
+    /// Regression: a peer's first RPC and the placement reconciler both start a
+    /// group on a restarting node; there must be one Raft instance, not two.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_starts_make_one_instance() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), "t", 1, &StorageSettings::default()).expect("store");
+        let peers = Peers::new("t".into(), 1, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let groups = Groups::new(store, peers, "t", &RaftSettings::default()).expect("groups");
+        // Both worker threads call start at the same moment, many times over.
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let starts: Vec<_> = (0..2)
+            .map(|_| {
+                let (groups, barrier) = (groups.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    for g in 0..50 {
+                        barrier.wait().await;
+                        mine.push(groups.start(GroupId(g), GroupKind::Inventory).await);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for s in starts {
+            results.push(s.await.expect("join"));
+        }
+        for g in 0..50 {
+            let a = results[0][g].as_ref().expect("start");
+            let b = results[1][g].as_ref().expect("start");
+            assert!(Arc::ptr_eq(a, b), "group {g} was started twice");
+            // What the registry holds is what both callers got.
+            let registered = groups.get(GroupId(g as u64)).expect("registered");
+            assert!(Arc::ptr_eq(&registered, a));
+        }
+        groups.stop_all().await;
+    }
 }

@@ -1,0 +1,421 @@
+//! `boxoffice bench mixed` and `boxoffice bench overload`.
+//!
+//! - `mixed`: C closed-loop clients (one fan each) against one event on sale, in
+//!   on-sale proportions: 35% seat maps, 25% event details, 20% searches, 20% seat
+//!   holds (best available, 2 seats; a fan at the ticket limit releases a hold
+//!   instead). Per-operation throughput and latency.
+//! - `overload`: open loop. First a 5 s closed-loop probe measures what the cluster
+//!   serves (holds of random pairs, each released right after); then the offered
+//!   load steps from half to three times that, a request every 1/rate seconds
+//!   whatever the answers. Per step: goodput (answered 201/409 per second), the p99
+//!   of those, the refusals (429/503) and how fast they came, and the rest
+//!   (timeouts, other errors).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use crate::bench::process_cpu_seconds;
+use crate::{sample_event, Client, ClientError, NewVenue};
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Latency and counts of one kind of request.
+#[derive(Debug, Clone)]
+pub struct OpStats {
+    pub name: String,
+    pub ok: u64,
+    pub refused: u64,
+    pub errors: u64,
+    pub hist: Histogram<u64>,
+}
+
+impl OpStats {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            ok: 0,
+            refused: 0,
+            errors: 0,
+            hist: histogram(),
+        }
+    }
+
+    fn ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// A fresh event of `seats` seats (rows of 100), on sale.
+pub async fn on_sale_event(admin: &Client, seats: u32, name: &str) -> anyhow::Result<String> {
+    let venue = NewVenue::sample(name, seats.div_ceil(100).max(1), 100);
+    let v = admin.create_venue(&venue, None).await?;
+    let e = admin
+        .create_event(&sample_event(name, &v.venue_id, &["Floor"]))
+        .await?;
+    admin.set_event_status(&e.event_id, "ON_SALE").await?;
+    Ok(e.event_id)
+}
+
+/// What `mixed` measured.
+pub struct MixedReport {
+    pub clients: usize,
+    pub elapsed: Duration,
+    pub ops: Vec<OpStats>,
+    pub generator_cpu_s: f64,
+}
+
+/// Runs `mixed` for `seconds` with one client per token.
+pub async fn mixed(
+    clients: Arc<Vec<Client>>,
+    event: String,
+    tokens: Vec<String>,
+    seconds: u64,
+) -> anyhow::Result<MixedReport> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let cpu0 = process_cpu_seconds();
+    let started = Instant::now();
+    let tasks: Vec<_> = tokens
+        .iter()
+        .enumerate()
+        .map(|(w, token)| {
+            let (clients, event, token) = (clients.clone(), event.clone(), token.clone());
+            tokio::spawn(async move { mixed_client(w, clients, event, token, deadline).await })
+        })
+        .collect();
+    let mut total: BTreeMap<String, OpStats> = BTreeMap::new();
+    for t in tasks {
+        for s in t.await? {
+            let e = total
+                .entry(s.name.clone())
+                .or_insert_with(|| OpStats::new(&s.name));
+            e.ok += s.ok;
+            e.refused += s.refused;
+            e.errors += s.errors;
+            e.hist.add(&s.hist)?;
+        }
+    }
+    Ok(MixedReport {
+        clients: tokens.len(),
+        elapsed: started.elapsed(),
+        ops: total.into_values().collect(),
+        generator_cpu_s: process_cpu_seconds() - cpu0,
+    })
+}
+
+async fn mixed_client(
+    w: usize,
+    clients: Arc<Vec<Client>>,
+    event: String,
+    token: String,
+    deadline: Instant,
+) -> Vec<OpStats> {
+    let mut rng = StdRng::seed_from_u64(w as u64);
+    let mut stats: Vec<OpStats> = ["seat map", "event details", "search", "hold", "release"]
+        .iter()
+        .map(|n| OpStats::new(n))
+        .collect();
+    let mut mine: Vec<String> = Vec::new();
+    let queries = ["mixed", "bench", "night", "floor"];
+    while Instant::now() < deadline {
+        let client = &clients[rng.gen_range(0..clients.len())];
+        let roll = rng.gen_range(0..100);
+        let t = Instant::now();
+        let (k, result) = match roll {
+            0..=34 => (
+                0,
+                client
+                    .get_discard(&format!("/v1/events/{event}/seats"))
+                    .await,
+            ),
+            35..=59 => (1, client.get_discard(&format!("/v1/events/{event}")).await),
+            60..=79 => {
+                let q = queries[rng.gen_range(0..queries.len())];
+                let path = format!("/v1/events/search?query={q}");
+                (2, client.get_discard(&path).await)
+            }
+            _ if mine.len() >= 4 => {
+                let id = mine.swap_remove(rng.gen_range(0..mine.len()));
+                (4, client.release(&token, &id).await)
+            }
+            _ => {
+                let body = json!({ "event_id": event, "quantity": 2 });
+                let r = client.reserve(&token, &body, None).await;
+                if let Ok(v) = &r {
+                    mine.push(v["reservation_id"].as_str().unwrap_or_default().to_string());
+                }
+                (3, r.map(|_| ()))
+            }
+        };
+        let us = t.elapsed().as_micros().max(1) as u64;
+        let s = &mut stats[k];
+        match result {
+            Ok(()) => {
+                s.ok += 1;
+                let _ = s.hist.record(us);
+            }
+            // A seat conflict is an answer too.
+            Err(e) if e.status() == Some(409) => {
+                s.ok += 1;
+                let _ = s.hist.record(us);
+            }
+            Err(e) if matches!(e.status(), Some(429 | 503)) => s.refused += 1,
+            Err(_) => s.errors += 1,
+        }
+    }
+    stats
+}
+
+/// The `mixed` report as a Markdown table.
+pub fn mixed_table(r: &MixedReport) -> String {
+    let secs = r.elapsed.as_secs_f64();
+    let mut out = String::from(
+        "| operation | per s | p50 ms | p99 ms | p99.9 ms | max ms | refused (429/503) | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for s in &r.ops {
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+            s.name,
+            s.ok as f64 / secs,
+            s.ms(0.5),
+            s.ms(0.99),
+            s.ms(0.999),
+            s.hist.max() as f64 / 1000.0,
+            s.refused,
+            s.errors
+        ));
+    }
+    let all: u64 = r.ops.iter().map(|s| s.ok).sum();
+    out.push_str(&format!(
+        "\n{} clients, {:.0} answered requests/s in all, generator CPU {:.0}%\n",
+        r.clients,
+        all as f64 / secs,
+        100.0 * r.generator_cpu_s / secs
+    ));
+    out
+}
+
+/// One overload step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub offered: f64,
+    pub sent: u64,
+    /// 201 or 409: the cluster answered.
+    pub served: Histogram<u64>,
+    /// 429 or 503: refused.
+    pub refused: Histogram<u64>,
+    /// Timeouts, transport errors, other statuses.
+    pub failed: u64,
+    pub seconds: f64,
+}
+
+/// Shared counters of the open-loop sender.
+struct Pool {
+    clients: Arc<Vec<Client>>,
+    event: String,
+    tokens: Vec<String>,
+    seat_ids: Vec<String>,
+}
+
+impl Pool {
+    /// Holds a random pair as a random fan; a 201 is released right after (not
+    /// timed), so seats and ticket limits never run out.
+    async fn attempt(&self, rng: &mut StdRng) -> (Duration, Result<(), ClientError>) {
+        let client = &self.clients[rng.gen_range(0..self.clients.len())];
+        let token = &self.tokens[rng.gen_range(0..self.tokens.len())];
+        let p = rng.gen_range(0..self.seat_ids.len() / 2);
+        let pair = [&self.seat_ids[2 * p], &self.seat_ids[2 * p + 1]];
+        let body = json!({ "event_id": self.event, "seat_ids": pair });
+        let t = Instant::now();
+        let r = client.reserve(token, &body, None).await;
+        let took = t.elapsed();
+        match r {
+            Ok(v) => {
+                let id = v["reservation_id"].as_str().unwrap_or_default().to_string();
+                let _ = client.release(token, &id).await;
+                (took, Ok(()))
+            }
+            Err(e) => (took, Err(e)),
+        }
+    }
+}
+
+/// Closed loop for `seconds` with `workers`: answered attempts per second.
+async fn capacity(pool: Arc<Pool>, workers: usize, seconds: u64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let served = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let (pool, served) = (pool.clone(), served.clone());
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(w as u64 + 7_000);
+                while Instant::now() < deadline {
+                    let (_, r) = pool.attempt(&mut rng).await;
+                    if r.is_ok() || r.as_ref().err().and_then(ClientError::status) == Some(409) {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    served.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Offers `rate` requests per second for `seconds`, open loop (at most
+/// `max_in_flight` outstanding, beyond which sends count as failed: the generator
+/// never queues silently).
+async fn step(pool: Arc<Pool>, rate: f64, seconds: u64, max_in_flight: u64) -> Step {
+    let served = Arc::new(Mutex::new(histogram()));
+    let refused = Arc::new(Mutex::new(histogram()));
+    let failed = Arc::new(AtomicU64::new(0));
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let total = (rate * seconds as f64) as u64;
+    let period = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        // The n-th request leaves at n × period, whatever the answers so far.
+        let at = started + period.mul_f64(n as f64);
+        tokio::time::sleep_until(at.into()).await;
+        if in_flight.load(Ordering::Relaxed) >= max_in_flight {
+            failed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let (pool, served, refused, failed, in_flight) = (
+            pool.clone(),
+            served.clone(),
+            refused.clone(),
+            failed.clone(),
+            in_flight.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(n);
+            let (took, r) = pool.attempt(&mut rng).await;
+            let us = took.as_micros().max(1) as u64;
+            let status = r.as_ref().err().and_then(ClientError::status);
+            let bucket = match (&r, status) {
+                (Ok(()), _) | (Err(_), Some(409)) => Some(&served),
+                (Err(_), Some(429 | 503)) => Some(&refused),
+                _ => None,
+            };
+            match bucket {
+                Some(h) => {
+                    let _ = h.lock().unwrap_or_else(|p| p.into_inner()).record(us);
+                }
+                None => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let take = |h: &Arc<Mutex<Histogram<u64>>>| h.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Step {
+        offered: rate,
+        sent: total,
+        served: take(&served),
+        refused: take(&refused),
+        failed: failed.load(Ordering::Relaxed),
+        seconds: seconds as f64,
+    }
+}
+
+/// What `overload` measured.
+pub struct OverloadReport {
+    pub capacity: f64,
+    pub steps: Vec<Step>,
+    pub generator_cpu_s: f64,
+    pub elapsed: Duration,
+}
+
+/// Probes capacity, then offers `multiples` of it for `seconds` each, holding
+/// (and releasing) random pairs of `event`.
+pub async fn overload(
+    clients: Arc<Vec<Client>>,
+    event: String,
+    tokens: Vec<String>,
+    multiples: &[f64],
+    seconds: u64,
+) -> anyhow::Result<OverloadReport> {
+    let map = clients[0].seat_map(&event).await?;
+    let seat_ids = Client::seats_of(&map)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let pool = Arc::new(Pool {
+        clients,
+        event,
+        tokens,
+        seat_ids,
+    });
+    let cpu0 = process_cpu_seconds();
+    let started = Instant::now();
+    let capacity = capacity(pool.clone(), 64, 5).await;
+    anyhow::ensure!(capacity > 0.0, "the probe got no answers");
+    let mut steps = Vec::new();
+    for m in multiples {
+        steps.push(step(pool.clone(), capacity * m, seconds, 20_000).await);
+    }
+    Ok(OverloadReport {
+        capacity,
+        steps,
+        generator_cpu_s: process_cpu_seconds() - cpu0,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The `overload` report as a Markdown table.
+pub fn overload_table(r: &OverloadReport) -> String {
+    let ms = |h: &Histogram<u64>, q: f64| {
+        if h.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.1}", h.value_at_quantile(q) as f64 / 1000.0)
+        }
+    };
+    let mut out = format!(
+        "capacity probe (64 clients, closed loop): {:.0} answered holds/s\n\n| offered/s | × capacity | goodput/s | goodput / peak | served p50 ms | served p99 ms | refused (429/503) | refused p99 ms | failed (timeouts, errors) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        r.capacity
+    );
+    let peak = r
+        .steps
+        .iter()
+        .map(|s| s.served.len() as f64 / s.seconds)
+        .fold(r.capacity, f64::max);
+    for s in &r.steps {
+        let goodput = s.served.len() as f64 / s.seconds;
+        out.push_str(&format!(
+            "| {:.0} | {:.1} | {:.0} | {:.0}% | {} | {} | {} | {} | {} |\n",
+            s.offered,
+            s.offered / r.capacity,
+            goodput,
+            100.0 * goodput / peak,
+            ms(&s.served, 0.5),
+            ms(&s.served, 0.99),
+            s.refused.len(),
+            ms(&s.refused, 0.99),
+            s.failed
+        ));
+    }
+    out.push_str(&format!(
+        "\ngenerator CPU {:.0}%\n",
+        100.0 * r.generator_cpu_s / r.elapsed.as_secs_f64()
+    ));
+    out
+}
