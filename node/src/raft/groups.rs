@@ -216,9 +216,8 @@ mod tests {
         for s in starts {
             results.push(s.await.expect("join"));
         }
-        for g in 0..50 {
-            let a = results[0][g].as_ref().expect("start");
-            let b = results[1][g].as_ref().expect("start");
+        for (g, (a, b)) in results[0].iter().zip(&results[1]).enumerate() {
+            let (a, b) = (a.as_ref().expect("start"), b.as_ref().expect("start"));
             assert!(Arc::ptr_eq(a, b), "group {g} was started twice");
             // What the registry holds is what both callers got.
             let registered = groups.get(GroupId(g as u64)).expect("registered");
