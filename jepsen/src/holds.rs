@@ -82,6 +82,31 @@ fn outcome(e: &ClientError) -> (OpType, Value) {
     }
 }
 
+/// Tries `call` on a random node, again (up to 5 times, backing off) while the
+/// outcome is unknown (a timeout, a 5xx); returns the last answer.
+async fn retry_unknown<T, F, Fut>(
+    nodes: &[Client],
+    rng: &mut StdRng,
+    mut call: F,
+) -> Result<T, ClientError>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut attempt = 0u64;
+    loop {
+        let node = nodes[rng.gen_range(0..nodes.len())].clone();
+        let result = call(node).await;
+        match &result {
+            Err(e) if outcome(e).0 == OpType::Info && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            _ => return result,
+        }
+    }
+}
+
 /// One client until `deadline`: holds of 1–3 random seats (a quarter of them
 /// abandoned, left to expire), releases and linearizable reads of its
 /// acknowledged holds.
@@ -124,7 +149,16 @@ pub async fn client(
             let seats: Vec<String> = setup.seats.choose_multiple(&mut rng, k).cloned().collect();
             history.record(&proc, OpType::Invoke, "reserve", json!({ "seats": seats }));
             let body = json!({"event_id": setup.event_id, "seat_ids": seats});
-            match node.reserve(token, &body, None).await {
+            // An unknown outcome is retried with the same Idempotency-Key, as a
+            // careful client would: the first application of the key decides, and
+            // a retry gets that answer, so the operation becomes definite.
+            let key = uuid::Uuid::new_v4().to_string();
+            let result = retry_unknown(&nodes, &mut rng, |node| {
+                let (body, key) = (&body, &key);
+                async move { node.reserve(token, body, Some(key)).await }
+            })
+            .await;
+            match result {
                 Ok(r) => {
                     let id = r["reservation_id"].as_str().unwrap_or_default().to_string();
                     history.record(
@@ -156,7 +190,13 @@ pub async fn client(
             let (id, seats) = mine.swap_remove(rng.gen_range(0..mine.len()));
             let value = json!({ "reservation": id, "seats": seats });
             history.record(&proc, OpType::Invoke, "release", value.clone());
-            match node.release(token, &id).await {
+            // Releases are idempotent: an unknown outcome is retried.
+            let result = retry_unknown(&nodes, &mut rng, |node| {
+                let (token, id) = (token, &id);
+                async move { node.release(token, id).await }
+            })
+            .await;
+            match result {
                 Ok(()) => history.record(&proc, OpType::Ok, "release", value),
                 Err(e) => {
                     let (kind, v) = outcome(&e);

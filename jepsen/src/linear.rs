@@ -84,25 +84,53 @@ pub struct Timed {
 /// Whether one seat's operations are linearizable from `Free`. Every operation with
 /// an `end` must be placed; the others may be placed (after their start) or not.
 pub fn linearizable(ops: &[Timed]) -> bool {
-    stuck_at(ops).is_none()
+    search(ops) == Search::Linearizable
 }
 
-/// `None` if one seat's operations are linearizable; else the history position
-/// where the search got furthest before it failed (the end of the first operation
-/// it could not place), to show the operations around it.
-pub fn stuck_at(ops: &[Timed]) -> Option<usize> {
+/// The outcome of one seat's search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Search {
+    Linearizable,
+    /// No legal order: the history position where the search got furthest (the
+    /// end of the first operation it could not place), to show what is around it.
+    StuckAt(usize),
+    /// More than [`MAX_STATES`] states without an answer.
+    Inconclusive,
+}
+
+/// The most (placed set, state) pairs one seat's search may visit.
+pub const MAX_STATES: usize = 200_000;
+
+/// The memo key of a placed set: the number of leading all-placed words, then the
+/// words up to the last placed operation (compact: placements cluster at the
+/// frontier).
+fn memo_key(set: &[u64]) -> (usize, Vec<u64>) {
+    let lo = set.iter().take_while(|w| **w == u64::MAX).count();
+    let hi = set
+        .iter()
+        .rposition(|w| *w != 0)
+        .map_or(lo, |h| h + 1)
+        .max(lo);
+    (lo, set[lo..hi].to_vec())
+}
+
+/// Searches one seat's operations for a legal order from `Free`.
+pub fn search(ops: &[Timed]) -> Search {
     let mut ops = ops.to_vec();
     ops.sort_by_key(|o| o.start);
     let n = ops.len();
     let words = n.div_ceil(64).max(1);
     let required = ops.iter().filter(|o| o.end.is_some()).count();
     // (placed set, state, required ops placed)
-    let mut seen: HashSet<(Vec<u64>, Seat)> = HashSet::new();
+    let mut seen: HashSet<((usize, Vec<u64>), Seat)> = HashSet::new();
     let mut stack: Vec<(Vec<u64>, Seat, usize)> = vec![(vec![0; words], Seat::Free, 0)];
     let mut furthest = (0, 0);
     while let Some((set, state, placed)) = stack.pop() {
         if placed == required {
-            return None;
+            return Search::Linearizable;
+        }
+        if seen.len() > MAX_STATES {
+            return Search::Inconclusive;
         }
         // An operation can go next only if it started before every unplaced
         // operation that must be placed has ended. Ops are sorted by start and end
@@ -140,12 +168,12 @@ pub fn stuck_at(ops: &[Timed]) -> Option<usize> {
             };
             let mut set2 = set.clone();
             set2[i / 64] |= 1 << (i % 64);
-            if seen.insert((set2.clone(), next)) {
+            if seen.insert((memo_key(&set2), next)) {
                 stack.push((set2, next, placed + usize::from(ops[i].end.is_some())));
             }
         }
     }
-    Some(furthest.1)
+    Search::StuckAt(furthest.1)
 }
 
 /// When a hold may expire, in the run's real time: not before its request was sent
@@ -175,6 +203,8 @@ pub struct HoldsReport {
     pub seat_ops: usize,
     /// Seats whose subhistory is not linearizable.
     pub nonlinearizable_seats: Vec<String>,
+    /// Seats whose search gave up (more than [`MAX_STATES`] states): not a pass.
+    pub inconclusive_seats: Vec<String>,
     /// For the first few such seats, the history entries that touch them.
     pub anomalies: Vec<Anomaly>,
     pub check_ms: f64,
@@ -330,10 +360,15 @@ pub fn check_holds(history: &[Op], expiry: Expiry) -> HoldsReport {
         }
     }
     let seat_ops = per_seat.values().map(Vec::len).sum();
-    let stuck: Vec<(String, usize)> = per_seat
-        .iter()
-        .filter_map(|(s, ops)| stuck_at(ops).map(|at| (s.clone(), at)))
-        .collect();
+    let mut stuck: Vec<(String, usize)> = Vec::new();
+    let mut inconclusive = Vec::new();
+    for (seat, ops) in &per_seat {
+        match search(ops) {
+            Search::Linearizable => {}
+            Search::StuckAt(at) => stuck.push((seat.clone(), at)),
+            Search::Inconclusive => inconclusive.push(seat.clone()),
+        }
+    }
     let anomalies = stuck
         .iter()
         .take(Anomaly::MAX_SEATS)
@@ -355,7 +390,8 @@ pub fn check_holds(history: &[Op], expiry: Expiry) -> HoldsReport {
         .collect();
     let bad: Vec<String> = stuck.into_iter().map(|(s, _)| s).collect();
     HoldsReport {
-        valid: bad.is_empty(),
+        valid: bad.is_empty() && inconclusive.is_empty(),
+        inconclusive_seats: inconclusive,
         seats_checked: per_seat.len(),
         seat_ops,
         nonlinearizable_seats: bad,
