@@ -82,8 +82,11 @@ fn outcome(e: &ClientError) -> (OpType, Value) {
     }
 }
 
-/// Tries `call` on a random node, again (up to 5 times, backing off) while the
-/// outcome is unknown (a timeout, a 5xx); returns the last answer.
+/// Tries `call` on a random node, again (up to 5 retries, backing off) while the
+/// outcome is unknown (a timeout, a 5xx). After an unknown outcome only an answer
+/// about the request itself (a 2xx, or a 4xx other than 429) settles it; a refused
+/// connection or a rate limit on a retry says nothing about the first attempt, so
+/// if no answer comes the result stays unknown.
 async fn retry_unknown<T, F, Fut>(
     nodes: &[Client],
     rng: &mut StdRng,
@@ -93,17 +96,31 @@ where
     F: FnMut(Client) -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,
 {
+    let answer = |e: &ClientError| matches!(e, ClientError::Api { status, .. } if (400..500).contains(status) && *status != 429);
+    let mut unknown: Option<ClientError> = None;
     let mut attempt = 0u64;
     loop {
         let node = nodes[rng.gen_range(0..nodes.len())].clone();
-        let result = call(node).await;
-        match &result {
-            Err(e) if outcome(e).0 == OpType::Info && attempt < 5 => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-            }
-            _ => return result,
+        let e = match call(node).await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let kind = outcome(&e).0;
+        if answer(&e) || (unknown.is_none() && kind == OpType::Fail) {
+            return Err(e);
         }
+        // Here the outcome is unknown (this attempt's, or an earlier one this
+        // attempt did not settle); an unknown is always on record past this point.
+        if kind == OpType::Info {
+            unknown = Some(e);
+        }
+        attempt += 1;
+        if attempt > 5 {
+            if let Some(e) = unknown.take() {
+                return Err(e);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
     }
 }
 
