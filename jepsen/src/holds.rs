@@ -351,3 +351,52 @@ pub async fn check(
         valid,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn api(status: u16) -> ClientError {
+        ClientError::Api {
+            status,
+            code: "X".into(),
+            message: String::new(),
+            request_id: String::new(),
+            details: Value::Null,
+        }
+    }
+
+    /// Runs `retry_unknown` over scripted answers; returns its answer's status.
+    async fn settle(script: Vec<u16>) -> Option<u16> {
+        let nodes = vec![Client::new("http://127.0.0.1:9")];
+        let mut rng = StdRng::seed_from_u64(1);
+        let script = Mutex::new(script.into_iter());
+        let r = retry_unknown(&nodes, &mut rng, |_| {
+            let next = script.lock().unwrap_or_else(|p| p.into_inner()).next();
+            async move {
+                match next {
+                    Some(200) | None => Ok(()),
+                    Some(s) => Err(api(s)),
+                }
+            }
+        })
+        .await;
+        r.err().and_then(|e| e.status())
+    }
+
+    #[tokio::test]
+    async fn only_an_answer_settles_an_unknown_outcome() {
+        // A definite refusal first time is a refusal.
+        assert_eq!(settle(vec![409]).await, Some(409));
+        assert_eq!(settle(vec![429]).await, Some(429));
+        // Unknown, then the answer about the request.
+        assert_eq!(settle(vec![503, 409]).await, Some(409));
+        assert_eq!(settle(vec![503, 200]).await, None);
+        // Unknown, then only non-answers (rate limits): still unknown.
+        assert_eq!(settle(vec![503, 429, 429, 429, 429, 429]).await, Some(503));
+    }
+}
