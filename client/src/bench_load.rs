@@ -54,6 +54,23 @@ impl OpStats {
     }
 }
 
+/// Clients of the nodes at `urls`, `fans` registered users' tokens, and a fresh
+/// event of `seats` seats on sale: what `mixed` and `overload` start from.
+pub async fn fans_and_event(
+    urls: &[String],
+    admin_key: &str,
+    fans: usize,
+    seats: u32,
+    name: &str,
+) -> anyhow::Result<(Arc<Vec<Client>>, Vec<String>, String)> {
+    let pool = crate::bench::clients(urls, admin_key)?;
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    println!("registering {fans} users ...");
+    let tokens = crate::bench_holds::register_users(&pool, fans, &tag[..8]).await?;
+    let event = on_sale_event(&pool[0], seats, &format!("{name} bench night")).await?;
+    Ok((pool, tokens, event))
+}
+
 /// A fresh event of `seats` seats (rows of 100), on sale.
 pub async fn on_sale_event(admin: &Client, seats: u32, name: &str) -> anyhow::Result<String> {
     let venue = NewVenue::sample(name, seats.div_ceil(100).max(1), 100);

@@ -305,11 +305,8 @@ async fn main() -> anyhow::Result<()> {
             seconds,
         }) => {
             let urls = or_default(urls, &cli.url);
-            let pool = bench::clients(&urls, &admin_key()?)?;
-            let tag = uuid::Uuid::new_v4().simple().to_string();
-            println!("registering {clients} users ...");
-            let tokens = bench_holds::register_users(&pool, *clients, &tag[..8]).await?;
-            let event = bench_load::on_sale_event(&pool[0], *seats, "mixed bench night").await?;
+            let (pool, tokens, event) =
+                bench_load::fans_and_event(&urls, &admin_key()?, *clients, *seats, "mixed").await?;
             let report = bench_load::mixed(pool, event, tokens, *seconds).await?;
             println!(
                 "on-sale mix: {seats}-seat event, {clients} fans, {seconds} s, against {}",
@@ -325,11 +322,9 @@ async fn main() -> anyhow::Result<()> {
             seconds,
         }) => {
             let urls = or_default(urls, &cli.url);
-            let pool = bench::clients(&urls, &admin_key()?)?;
-            let tag = uuid::Uuid::new_v4().simple().to_string();
-            println!("registering {users} users ...");
-            let tokens = bench_holds::register_users(&pool, *users, &tag[..8]).await?;
-            let event = bench_load::on_sale_event(&pool[0], *seats, "overload bench night").await?;
+            let (pool, tokens, event) =
+                bench_load::fans_and_event(&urls, &admin_key()?, *users, *seats, "overload")
+                    .await?;
             let report = bench_load::overload(pool, event, tokens, steps, *seconds).await?;
             println!(
                 "overload: open-loop holds of random pairs (each released after), {seconds} s per step, against {}",
