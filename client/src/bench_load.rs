@@ -224,7 +224,6 @@ pub fn mixed_table(r: &MixedReport) -> String {
 #[derive(Debug, Clone)]
 pub struct Step {
     pub offered: f64,
-    pub sent: u64,
     /// 201 or 409: the cluster answered.
     pub served: Histogram<u64>,
     /// 429 or 503: refused.
@@ -345,7 +344,6 @@ async fn step(pool: Arc<Pool>, rate: f64, seconds: u64, max_in_flight: u64) -> S
     let take = |h: &Arc<Mutex<Histogram<u64>>>| h.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Step {
         offered: rate,
-        sent: total,
         served: take(&served),
         refused: take(&refused),
         failed: failed.load(Ordering::Relaxed),
