@@ -234,6 +234,7 @@ pub async fn holds(
     });
     let cpu0 = process_cpu_seconds();
     let deadline = Instant::now() + limit;
+    eprintln!("{system}: {concurrency} clients racing for {pairs} pairs (at most {limit:?})");
     let tasks: Vec<_> = (0..concurrency)
         .map(|w| tokio::spawn(run.clone().worker(w, deadline)))
         .collect();

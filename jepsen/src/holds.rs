@@ -166,15 +166,22 @@ pub async fn client(
             let seats: Vec<String> = setup.seats.choose_multiple(&mut rng, k).cloned().collect();
             history.record(&proc, OpType::Invoke, "reserve", json!({ "seats": seats }));
             let body = json!({"event_id": setup.event_id, "seat_ids": seats});
-            // An unknown outcome is retried with the same Idempotency-Key, as a
-            // careful client would: the first application of the key decides, and
-            // a retry gets that answer, so the operation becomes definite.
-            let key = uuid::Uuid::new_v4().to_string();
-            let result = retry_unknown(&nodes, &mut rng, |node| {
-                let (body, key) = (&body, &key);
-                async move { node.reserve(token, body, Some(key)).await }
-            })
-            .await;
+            // Half the holds carry an Idempotency-Key, and an unknown outcome is
+            // retried with it, as a careful client would: the first application
+            // of the key decides, and a retry gets that answer. The other half
+            // are sent once without a key, as most clients do: their conflicts
+            // are answered from the leader's state without a log entry, a path
+            // the checker must see under faults too.
+            let result = if rng.gen_bool(0.5) {
+                let key = uuid::Uuid::new_v4().to_string();
+                retry_unknown(&nodes, &mut rng, |node| {
+                    let (body, key) = (&body, &key);
+                    async move { node.reserve(token, body, Some(key)).await }
+                })
+                .await
+            } else {
+                node.reserve(token, &body, None).await
+            };
             match result {
                 Ok(r) => {
                     let id = r["reservation_id"].as_str().unwrap_or_default().to_string();

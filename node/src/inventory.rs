@@ -3,24 +3,52 @@
 //! nearest replica (opening it first if its first write never landed), and the
 //! leader's sweeper that expires due holds so their seats are announced.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use uuid::Uuid;
 
 use crate::api::ApiError;
-use crate::domain::catalog::Event;
+use crate::domain::catalog::{Event, Venue};
 use crate::domain::inventory::{EventLayout, InventoryAnswer, InventoryCommand, InventoryQuery};
 use crate::domain::{CommandBody, Proposal, Query, QueryResult};
 use crate::raft::GroupId;
 use crate::routing::Applied;
 use crate::server::NodeCtx;
 
-/// An event's catalog record and its layout.
+/// An event's catalog record, its venue and the layout derived from both.
 pub struct EventInfo {
-    pub event: Event,
-    pub venue: crate::domain::catalog::Venue,
+    pub event: Arc<Event>,
+    pub venue: Arc<Venue>,
     pub layout: EventLayout,
+}
+
+/// Each node's [`EventInfo`] per event, derived once: every hold needs the event's
+/// group and seat count, and deriving the layout of a 20,000-seat venue on each
+/// request cost more CPU than the rest of the handler (profile in
+/// docs/benchmarks.md). An entry is current while the catalog still holds the same
+/// event and venue allocations; any change to either replaces them.
+#[derive(Default)]
+pub struct EventInfos(Mutex<HashMap<Uuid, Arc<EventInfo>>>);
+
+impl EventInfos {
+    fn get(&self, event: &Arc<Event>, venue: &Arc<Venue>, max_per_user: u32) -> Arc<EventInfo> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let id = event.spec.event_id;
+        if let Some(info) = map.get(&id) {
+            if Arc::ptr_eq(&info.event, event) && Arc::ptr_eq(&info.venue, venue) {
+                return info.clone();
+            }
+        }
+        let info = Arc::new(EventInfo {
+            layout: EventLayout::from_catalog(event, venue, max_per_user),
+            event: event.clone(),
+            venue: venue.clone(),
+        });
+        map.insert(id, info.clone());
+        info
+    }
 }
 
 /// A read of an event's inventory and where it came from.
@@ -32,19 +60,17 @@ pub struct InventoryRead {
 
 impl NodeCtx {
     /// The event, its venue and layout from the catalog (404 if unknown).
-    pub async fn event_info(&self, event_id: &Uuid) -> Result<EventInfo, ApiError> {
-        let max = self.config.inventory.max_tickets_per_user;
-        self.catalog_lookup(|c| {
-            let event = c.event(event_id)?;
-            let venue = c.venue(&event.spec.venue_id)?;
-            Some(EventInfo {
-                layout: EventLayout::from_catalog(event, venue, max),
-                event: event.clone(),
-                venue: venue.clone(),
+    pub async fn event_info(&self, event_id: &Uuid) -> Result<Arc<EventInfo>, ApiError> {
+        let (event, venue) = self
+            .catalog_lookup(|c| {
+                let event = c.event_shared(event_id)?;
+                let venue = c.venue_shared(&event.spec.venue_id)?;
+                Some((event.clone(), venue.clone()))
             })
-        })
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("event {event_id} not found")))
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("event {event_id} not found")))?;
+        let max = self.config.inventory.max_tickets_per_user;
+        Ok(self.event_infos.get(&event, &venue, max))
     }
 
     /// Opens the event's group with its layout. Idempotent: the group ignores a

@@ -7,15 +7,15 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use boxoffice_proto::peer::{forward_reply, query_reply, read_index_reply};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 
 use crate::codec;
 use crate::domain::{Proposal, Query, QueryResult, Response};
-use crate::raft::{Group, GroupId, Groups, NodeId, NodeInfo};
+use crate::raft::{Group, GroupId, Groups, NodeId, NodeInfo, WriteOutcome};
 
 /// A proposal's replicated outcome, the log index it was applied at, and the node
 /// that applied it as leader.
@@ -44,36 +44,88 @@ pub enum LocalOutcome {
     NotLeader(Option<NodeId>),
 }
 
-/// Proposes on this node's Raft of `group`; the leader stamps the proposal's time.
-pub async fn propose_local(group: &Group, proposal: Proposal) -> Result<LocalOutcome, RouteError> {
+/// Proposes on this node's Raft of `group`, gathered with concurrent proposals into
+/// one entry ([`crate::raft::ProposalBatcher`]); the leader stamps the entry's time.
+/// With `refusal_from_state`, a refusal the leader's state already decides is
+/// answered without a log entry ([`refuse_from_state`]).
+pub async fn propose_local(
+    group: &Group,
+    proposal: Proposal,
+    refusal_from_state: bool,
+) -> Result<LocalOutcome, RouteError> {
     group.touch();
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    match group.raft.client_write(proposal.stamp(now_ms)).await {
-        Ok(r) => Ok(LocalOutcome::Applied(Applied {
-            response: r.data,
-            index: r.log_id.index,
-            leader: r.log_id.leader_id.node_id,
+    if refusal_from_state {
+        if let Some(outcome) = refuse_from_state(group, &proposal).await? {
+            return Ok(outcome);
+        }
+    }
+    match group.writes.propose(&group.raft, proposal).await {
+        Ok(WriteOutcome::Applied {
+            response,
+            index,
+            leader,
+        }) => Ok(LocalOutcome::Applied(Applied {
+            response,
+            index,
+            leader,
         })),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Ok(LocalOutcome::NotLeader(f.leader_id))
-        }
-        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-            Err(fatal(group.id, e))
-        }
-        Err(RaftError::Fatal(e)) => Err(fatal(group.id, e)),
+        Ok(WriteOutcome::NotLeader(hint)) => Ok(LocalOutcome::NotLeader(hint)),
+        Err(e) => Err(fatal(group.id, e)),
     }
 }
 
+/// Answers a proposal that its group's state would refuse, as a linearizable read:
+/// this node confirms it leads (read index), applies up to that index, and asks
+/// the machine what the proposal would get if stamped now
+/// ([`crate::domain::GroupMachine::refusal_from_state`]). The refusal is then true
+/// of a state that contains every write acknowledged before the request arrived,
+/// at a time within the request, without a log append and its fsyncs (a conflict
+/// near the end of an on-sale is most of the traffic). `None`: the proposal goes
+/// through the log. Only for proposals whose outcome need not be remembered: a
+/// refusal answered here is not in the dedup table (see [`Router::propose_refusable`]).
+async fn refuse_from_state(
+    group: &Group,
+    proposal: &Proposal,
+) -> Result<Option<LocalOutcome>, RouteError> {
+    let now = || chrono::Utc::now().timestamp_millis();
+    // Most proposals are not refused: a look at the applied state (fresh on a
+    // leader) sends those straight to the log without a read index.
+    if group
+        .state
+        .read()
+        .machine
+        .refusal_from_state(proposal, now())
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let index = match read_index_local(group).await? {
+        Ok(index) => index,
+        Err(hint) => return Ok(Some(LocalOutcome::NotLeader(hint))),
+    };
+    wait_applied(group, index, Duration::from_secs(2)).await?;
+    let me = group.raft.metrics().borrow().id;
+    let st = group.state.read();
+    let Some(response) = st.machine.refusal_from_state(proposal, now()) else {
+        return Ok(None);
+    };
+    metrics::counter!("boxoffice_refusals_from_state_total").increment(1);
+    Ok(Some(LocalOutcome::Applied(Applied {
+        response,
+        index: st.last_applied.map_or(0, |l| l.index),
+        leader: me,
+    })))
+}
+
 /// This node's read index of `group` if it leads it: `Ok(Err(hint))` if it does not.
+/// Concurrent callers share leadership confirmations ([`crate::raft::ReadIndexBatch`]).
 pub async fn read_index_local(group: &Group) -> Result<Result<u64, Option<NodeId>>, RouteError> {
     group.touch();
-    match group.raft.ensure_linearizable().await {
-        Ok(log_id) => Ok(Ok(log_id.map_or(0, |l| l.index))),
-        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Ok(Err(f.leader_id)),
-        // Not enough of the quorum answered: no leader we can vouch for right now.
-        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Ok(Err(None)),
-        Err(RaftError::Fatal(e)) => Err(fatal(group.id, e)),
-    }
+    group
+        .reads
+        .read_index(&group.raft)
+        .await
+        .map_err(|e| fatal(group.id, e))
 }
 
 /// A query's result, the applied index it reflects, and the node that served it.
@@ -275,29 +327,65 @@ impl Router {
         proposal: Proposal,
         deadline: Duration,
     ) -> Result<Applied, RouteError> {
+        self.propose_with(group_id, proposal, deadline, false).await
+    }
+
+    /// Like [`Router::propose`], but the leader may answer a refusal its state
+    /// already decides without a log entry (after a read index). For requests whose
+    /// id the client did not choose (no Idempotency-Key): such a refusal is not
+    /// remembered under the id. Only until an attempt's outcome is unknown (a
+    /// timeout, a lost reply): that attempt may be in the log, and only the log
+    /// then gives the request's true outcome.
+    pub async fn propose_refusable(
+        &self,
+        group_id: GroupId,
+        proposal: Proposal,
+        deadline: Duration,
+    ) -> Result<Applied, RouteError> {
+        self.propose_with(group_id, proposal, deadline, true).await
+    }
+
+    async fn propose_with(
+        &self,
+        group_id: GroupId,
+        proposal: Proposal,
+        deadline: Duration,
+        refusal_from_state: bool,
+    ) -> Result<Applied, RouteError> {
         let encoded = codec::encode(&proposal).map_err(|e| fatal(group_id, e))?;
         let peers = self.groups.peers().clone();
+        // Cleared by the first attempt whose outcome is unknown.
+        let may_refuse = Arc::new(AtomicBool::new(refusal_from_state));
         self.route(group_id, deadline, |target, local, left| {
             let proposal = proposal.clone();
             let encoded = encoded.clone();
             let peers = peers.clone();
             let addr = self.addr_of(target);
+            let may_refuse = may_refuse.clone();
             async move {
+                let refuse = may_refuse.load(Ordering::SeqCst);
                 if let Some(group) = local {
                     // A leader cut off from its quorum would wait for a commit that
                     // never comes: bound it by the deadline (the outcome is then
                     // unknown; a retry with the same request id settles it).
-                    return match tokio::time::timeout(left, propose_local(&group, proposal)).await {
+                    let attempt = propose_local(&group, proposal, refuse);
+                    return match tokio::time::timeout(left, attempt).await {
                         Ok(Ok(LocalOutcome::Applied(a))) => Ok(Step::Done(a)),
                         Ok(Ok(LocalOutcome::NotLeader(h))) => Ok(Step::NotLeader(h)),
                         Ok(Err(e)) => Err(e),
-                        Err(_) => Ok(Step::Failed),
+                        Err(_) => {
+                            may_refuse.store(false, Ordering::SeqCst);
+                            Ok(Step::Failed)
+                        }
                     };
                 }
                 let Some(addr) = addr else {
                     return Ok(Step::Failed);
                 };
-                match peers.forward(target, &addr, group_id, encoded, left).await {
+                match peers
+                    .forward(target, &addr, group_id, encoded, refuse, left)
+                    .await
+                {
                     Ok(reply) => match reply.outcome {
                         Some(forward_reply::Outcome::Response(bytes)) => {
                             let (response, index): (Response, u64) = codec::decode(&bytes)
@@ -316,10 +404,14 @@ impl Router {
                         Some(forward_reply::Outcome::NotLeader(nl)) => {
                             Ok(Step::NotLeader(Some(nl.leader_id).filter(|h| *h != 0)))
                         }
-                        None => Ok(Step::Failed),
+                        None => {
+                            may_refuse.store(false, Ordering::SeqCst);
+                            Ok(Step::Failed)
+                        }
                     },
                     Err(status) => {
                         tracing::debug!(group = %group_id, target, "forward failed: {status}");
+                        may_refuse.store(false, Ordering::SeqCst);
                         Ok(Step::Failed)
                     }
                 }

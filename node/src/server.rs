@@ -29,6 +29,7 @@ pub struct NodeCtx {
     pub liveness: Liveness,
     pub prometheus: PrometheusHandle,
     pub limiters: Arc<crate::api::Limiters>,
+    pub event_infos: crate::inventory::EventInfos,
 }
 
 impl NodeCtx {
@@ -51,6 +52,19 @@ impl NodeCtx {
             }
         }
         Ok(applied)
+    }
+
+    /// Like [`NodeCtx::propose`] for an event group's command whose id the client did
+    /// not choose: the leader may answer a refusal its state already decides without
+    /// a log entry ([`Router::propose_refusable`]).
+    pub async fn propose_refusable(
+        &self,
+        group: GroupId,
+        proposal: Proposal,
+    ) -> Result<Applied, RouteError> {
+        self.router
+            .propose_refusable(group, proposal, self.deadline())
+            .await
     }
 
     /// Waits until this node's replica of `group` has applied `index` (read your
@@ -192,6 +206,7 @@ pub async fn run(
         liveness: liveness.clone(),
         prometheus,
         limiters: crate::api::Limiters::new(&config.rate_limits),
+        event_infos: Default::default(),
     });
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);

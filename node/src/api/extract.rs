@@ -70,13 +70,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The header that names a request so a retry gets its first outcome.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 /// The client's `Idempotency-Key`, mapped to a request id scoped to one operation,
 /// so a retry returns the first outcome; a fresh id without one.
 pub fn request_id_for(
     parts_headers: &axum::http::HeaderMap,
     scope: &str,
 ) -> Result<uuid::Uuid, ApiError> {
-    match parts_headers.get("idempotency-key") {
+    match parts_headers.get(IDEMPOTENCY_KEY) {
         None => Ok(uuid::Uuid::new_v4()),
         Some(v) => {
             let key = v

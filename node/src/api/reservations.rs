@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ErrorBody;
-use super::extract::{request_id_for, Json, Path};
+use super::extract::{request_id_for, Json, Path, IDEMPOTENCY_KEY};
 use super::tokens::AuthUser;
 use super::{ApiError, AppState};
 use crate::domain::ids::{self, Kind};
@@ -249,7 +249,15 @@ pub async fn reserve(
         }),
     };
     let group = GroupId(info.event.group_id);
-    let mut outcome = ctx.propose(group, command(request_id)).await?.response;
+    // Without an Idempotency-Key nobody can ask for this request's outcome again,
+    // so a refusal need not be remembered: the leader answers a conflict from its
+    // state after a read index, without a log append (docs/design.md).
+    let first = command(request_id);
+    let mut outcome = if headers.contains_key(IDEMPOTENCY_KEY) {
+        ctx.propose(group, first).await?.response
+    } else {
+        ctx.propose_refusable(group, first).await?.response
+    };
     if matches!(
         outcome,
         Response::Inventory(InventoryResponse::Rejected(InventoryRejection::NotOpen))
@@ -281,7 +289,10 @@ pub async fn reserve(
 }
 
 /// The event of a reservation id (404 if it cannot be one).
-async fn reservation_event(ctx: &AppState, id: &Uuid) -> Result<EventInfo, ApiError> {
+async fn reservation_event(
+    ctx: &AppState,
+    id: &Uuid,
+) -> Result<std::sync::Arc<EventInfo>, ApiError> {
     let missing = || ApiError::not_found(format!("reservation {id} not found"));
     if ids::kind(id) != Some(Kind::Reservation) {
         return Err(missing());

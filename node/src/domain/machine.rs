@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::Catalog;
 use super::dedup::Dedup;
-use super::inventory::Inventory;
-use super::{ApplyCtx, Change, Command, CommandBody, Query, QueryResult, Response};
+use super::inventory::{Inventory, InventoryResponse};
+use super::{ApplyCtx, Change, Command, CommandBody, Proposal, Query, QueryResult, Response};
 use crate::codec;
 use crate::error::{Error, Result};
 
@@ -54,6 +54,19 @@ impl GroupMachine {
 
     /// Applies one command at log index `index`.
     pub fn apply(&mut self, cmd: Command, index: u64) -> (Response, Vec<Change>) {
+        let cmd = match cmd.body {
+            CommandBody::Batch(proposals) => {
+                let mut changes = Vec::new();
+                let mut responses = Vec::with_capacity(proposals.len());
+                for p in proposals {
+                    let (r, c) = self.apply(p.stamp(cmd.stamped_ms), index);
+                    responses.push(r);
+                    changes.extend(c);
+                }
+                return (Response::Batch(responses), changes);
+            }
+            body => Command { body, ..cmd },
+        };
         let mut changes = Vec::new();
         if cmd.stamped_ms > self.clock_ms {
             self.clock_ms = cmd.stamped_ms;
@@ -84,6 +97,25 @@ impl GroupMachine {
         self.dedup
             .remember(cmd.request_id, ctx.now_ms, response.clone(), &mut changes);
         (response, changes)
+    }
+
+    /// The response `proposal` would surely get if a leader stamped it `now_ms` and
+    /// applied it on this state, when that response is a refusal the state alone
+    /// decides ([`Inventory::refusal_from_state`]); `None` when it must go through
+    /// the log. A request id the machine remembers always goes through the log: a
+    /// retry's answer is its first outcome.
+    pub fn refusal_from_state(&self, proposal: &Proposal, now_ms: i64) -> Option<Response> {
+        if self.dedup.get(&proposal.request_id).is_some() {
+            return None;
+        }
+        // What the machine's clock would read when applying it.
+        let now_ms = now_ms.max(self.clock_ms);
+        match (&self.domain, &proposal.body) {
+            (Domain::Inventory(i), CommandBody::Inventory(cmd)) => i
+                .refusal_from_state(cmd, now_ms)
+                .map(|r| Response::Inventory(InventoryResponse::Rejected(r))),
+            _ => None,
+        }
     }
 
     /// Evaluates a read on the applied state, as of the replicated clock.

@@ -75,6 +75,10 @@ pub struct Command {
 pub enum CommandBody {
     Catalog(CatalogCommand),
     Inventory(InventoryCommand),
+    /// Proposals a leader gathered into one log entry (one append, one fsync, one
+    /// replication round for all of them), applied in order as if each were its own
+    /// entry stamped with the batch's time. Answered by [`Response::Batch`].
+    Batch(Vec<Proposal>),
 }
 
 /// A read of a group's state, evaluated on a replica's applied state.
@@ -101,4 +105,6 @@ pub enum Response {
     /// The command was addressed to a group of another kind (a routing bug, never a
     /// client mistake); replicated like any outcome so replicas stay identical.
     WrongGroup,
+    /// The outcomes of a [`CommandBody::Batch`], in its order.
+    Batch(Vec<Response>),
 }

@@ -42,7 +42,7 @@ async fn propose_duty(group: &super::groups::Group, cmd: CatalogCommand) -> bool
         request_id: Uuid::new_v4(),
         body: CommandBody::Catalog(cmd),
     };
-    match propose_local(group, proposal).await {
+    match propose_local(group, proposal, false).await {
         Ok(LocalOutcome::Applied(_)) => true,
         Ok(LocalOutcome::NotLeader(_)) => false,
         Err(e) => {

@@ -24,6 +24,10 @@ pub struct Group {
     pub state: SharedState,
     /// Activity and quiescence (see [`super::quiesce`]).
     pub quiet: super::quiesce::Quiet,
+    /// Shared leadership confirmations for read indexes.
+    pub reads: super::read_index::ReadIndexBatch,
+    /// Concurrent proposals gathered into log entries.
+    pub writes: super::batcher::ProposalBatcher,
 }
 
 /// Registry of the groups running on this node.
@@ -93,6 +97,10 @@ impl Groups {
             raft,
             state,
             quiet: Default::default(),
+            reads: super::read_index::ReadIndexBatch::new(std::time::Duration::from_millis(
+                self.config.election_timeout_max,
+            )),
+            writes: Default::default(),
         });
         group.touch();
         self.groups

@@ -169,10 +169,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let bytes = codec::encode(&committed).map_err(|e| StorageIOError::write(&e))?;
-        self.store
-            .db()
-            .put_cf(self.store.cf(CF_RAFT), self.meta_key(TAG_COMMITTED), bytes)
-            .map_err(|e| StorageIOError::write(&e).into())
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.store.cf(CF_RAFT), self.meta_key(TAG_COMMITTED), bytes);
+        self.write_blocking(batch, false, |e| StorageIOError::write(e))
+            .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

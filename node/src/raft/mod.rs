@@ -6,20 +6,24 @@
 // it in helpers would only add conversions at every trait boundary.
 #![allow(clippy::result_large_err)]
 
+mod batcher;
 mod bootstrap;
 mod groups;
 mod log_store;
 mod network;
 pub mod quiesce;
+mod read_index;
 mod service;
 mod state_machine;
 mod store;
 mod types;
 
+pub use batcher::{ProposalBatcher, WriteOutcome, WriteResult};
 pub use bootstrap::{bootstrap_catalog, catalog_duties};
 pub use groups::{Group, Groups};
 pub use log_store::LogStore;
 pub use network::{Peers, MAX_MESSAGE_BYTES};
+pub use read_index::{ReadIndexBatch, ReadIndexResult};
 pub use service::PeerService;
 pub use state_machine::{AppliedState, GroupStateMachine, SharedState};
 pub use store::Store;

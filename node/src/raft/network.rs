@@ -153,6 +153,7 @@ impl Peers {
         addr: &str,
         group: GroupId,
         command: Vec<u8>,
+        refusal_from_state: bool,
         timeout: Duration,
     ) -> Result<ForwardReply, tonic::Status> {
         let msg = ForwardRequest {
@@ -160,6 +161,7 @@ impl Peers {
             group_id: group.0,
             from: self.inner.me,
             command,
+            refusal_from_state,
         };
         self.call(node, addr, timeout, msg, |mut c, r| async move {
             c.forward(r).await

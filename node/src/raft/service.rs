@@ -113,7 +113,7 @@ impl Peer for PeerService {
         let req = req.into_inner();
         let group = self.group(&req.cluster, req.group_id)?;
         let proposal: Proposal = decode(&req.command)?;
-        let outcome = match propose_local(&group, proposal).await {
+        let outcome = match propose_local(&group, proposal, req.refusal_from_state).await {
             Ok(LocalOutcome::Applied(a)) => Outcome::Response(
                 codec::encode(&(a.response, a.index))
                     .map_err(|e| Status::internal(e.to_string()))?,

@@ -220,9 +220,13 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             let bytes = codec::encode(&Some(last)).map_err(|e| StorageIOError::apply(last, &e))?;
             batch.put_cf(sm, self.key(META_APPLIED), bytes);
             // A failed write is fatal for the group (openraft stops it): never turned
-            // into a refusal, or replicas would diverge.
-            self.store
-                .write(batch, false)
+            // into a refusal, or replicas would diverge. Off the runtime's workers:
+            // an unsynced write still queues behind other groups' synced log
+            // appends in RocksDB's write group, i.e. waits for their fsync.
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.write(batch, false))
+                .await
+                .map_err(|e| StorageIOError::apply(last, &e))?
                 .map_err(|e| StorageIOError::apply(last, &e))?;
         }
         Ok(responses)

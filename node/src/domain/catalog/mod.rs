@@ -21,6 +21,7 @@ pub use venues::{
 };
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -111,8 +112,11 @@ pub struct Catalog {
     nodes: BTreeMap<u64, NodeRecord>,
     users: BTreeMap<Uuid, User>,
     api_keys: BTreeMap<[u8; 32], ApiKey>,
-    venues: BTreeMap<Uuid, Venue>,
-    events: BTreeMap<Uuid, Event>,
+    /// Venues and events are shared with readers (`Arc`): a node caches what it
+    /// derives from one (an event's layout) and knows it is still current while
+    /// the catalog holds the same allocation. A change replaces the `Arc`.
+    venues: BTreeMap<Uuid, Arc<Venue>>,
+    events: BTreeMap<Uuid, Arc<Event>>,
     // Derived from `events`:
     by_group: BTreeMap<u64, Uuid>,
     /// Words of event names, artists, venue names and cities.
@@ -224,7 +228,7 @@ impl Catalog {
         ));
         self.search
             .add_venue(venue.venue_id, &venue.name, &venue.city);
-        self.venues.insert(venue.venue_id, venue);
+        self.venues.insert(venue.venue_id, Arc::new(venue));
         CatalogResponse::VenueCreated {
             venue_id: new.venue_id,
             capacity,
@@ -272,7 +276,7 @@ impl Catalog {
             encode_value(&event),
         ));
         self.index_event(&event);
-        self.events.insert(event_id, event);
+        self.events.insert(event_id, Arc::new(event));
         CatalogResponse::EventCreated {
             event_id,
             group_id,
@@ -350,12 +354,12 @@ impl Catalog {
                 let venue: Venue = codec::decode(v)?;
                 self.search
                     .add_venue(venue.venue_id, &venue.name, &venue.city);
-                self.venues.insert(venue.venue_id, venue);
+                self.venues.insert(venue.venue_id, Arc::new(venue));
             }
             Some(&EVENT_PREFIX) => {
                 let e: Event = codec::decode(v)?;
                 self.index_event(&e);
-                self.events.insert(e.spec.event_id, e);
+                self.events.insert(e.spec.event_id, Arc::new(e));
             }
             _ => return Err(Error::Decode(format!("unknown catalog key {k:?}"))),
         }
@@ -419,12 +423,17 @@ impl Catalog {
     }
 
     pub fn venue(&self, id: &Uuid) -> Option<&Venue> {
+        self.venues.get(id).map(|v| &**v)
+    }
+
+    /// A venue as the catalog holds it: the same `Arc` until the venue changes.
+    pub fn venue_shared(&self, id: &Uuid) -> Option<&Arc<Venue>> {
         self.venues.get(id)
     }
 
     /// Venues in id order.
     pub fn venues(&self) -> impl Iterator<Item = &Venue> {
-        self.venues.values()
+        self.venues.values().map(|v| &**v)
     }
 
     pub fn venue_count(&self) -> usize {
@@ -432,26 +441,27 @@ impl Catalog {
     }
 
     pub fn event(&self, id: &Uuid) -> Option<&Event> {
+        self.events.get(id).map(|e| &**e)
+    }
+
+    /// An event as the catalog holds it: the same `Arc` until the event changes.
+    pub fn event_shared(&self, id: &Uuid) -> Option<&Arc<Event>> {
         self.events.get(id)
     }
 
     /// The event whose inventory a group holds.
     pub fn event_of_group(&self, group_id: u64) -> Option<&Event> {
-        self.by_group
-            .get(&group_id)
-            .and_then(|id| self.events.get(id))
+        self.by_group.get(&group_id).and_then(|id| self.event(id))
     }
 
     /// The event whose id (or an id inside it) starts with `prefix`.
     pub fn event_by_prefix(&self, prefix: &crate::domain::ids::Prefix) -> Option<&Event> {
-        self.by_prefix
-            .get(prefix)
-            .and_then(|id| self.events.get(id))
+        self.by_prefix.get(prefix).and_then(|id| self.event(id))
     }
 
     /// Events in id order.
     pub fn events(&self) -> impl Iterator<Item = &Event> {
-        self.events.values()
+        self.events.values().map(|e| &**e)
     }
 }
 

@@ -81,7 +81,7 @@ impl Catalog {
             .into_iter()
             .skip(offset)
             .take(limit)
-            .filter_map(|(_, _, i)| self.events.get(&ix.ids[i as usize]))
+            .filter_map(|(_, _, i)| self.event(&ix.ids[i as usize]))
             .collect();
         (total, page)
     }

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    reservation_key, AvailabilityView, Inventory, InventoryRejection, Pick, ReservationView,
-    SeatsView,
+    reservation_key, AvailabilityView, Inventory, InventoryCommand, InventoryRejection, Pick,
+    ReservationView, SeatsView,
 };
 use crate::domain::machine::encode_value;
 use crate::domain::{ApplyCtx, Change};
@@ -290,6 +290,87 @@ impl Inventory {
         Ok(view)
     }
 
+    /// The refusal a hold of named seats would surely get if it were applied at
+    /// `now_ms` on this state, or `None` when only the log can answer it. Mirrors
+    /// [`Self::reserve`] after [`Self::expire_due`]: every check that comes before
+    /// the seat check must pass (the per-user count is an upper bound here, since
+    /// due holds are still counted), and a seat counts as held only by a hold that
+    /// is still live at `now_ms`. Sold seats never come back by themselves.
+    pub(super) fn reserve_refusal(
+        &self,
+        cmd: &InventoryCommand,
+        now_ms: i64,
+    ) -> Option<InventoryRejection> {
+        let InventoryCommand::Reserve {
+            event_id,
+            reservation_id,
+            user_id,
+            pick: Pick::Seats(ids),
+            hold_ms,
+        } = cmd
+        else {
+            return None;
+        };
+        let layout = self.layout.as_ref()?;
+        if self.event_id != Some(*event_id) || layout.event_id != *event_id {
+            return None;
+        }
+        if !self.sale_status(now_ms)?.allows_holds()
+            || self.reservations.contains_key(reservation_id)
+            || *hold_ms <= 0
+            || ids.is_empty()
+        {
+            return None;
+        }
+        let asked = u32::try_from(ids.len()).ok()?;
+        let have = self.per_user.get(user_id).copied().unwrap_or(0);
+        if have.saturating_add(asked) > layout.max_per_user {
+            return None;
+        }
+        let mut seen = BTreeSet::new();
+        let mut seats = Vec::with_capacity(ids.len());
+        for id in ids {
+            let i = crate::domain::ids::seat_index(event_id, id)
+                .filter(|&i| (i as usize) < self.seats.len())?;
+            if !seen.insert(i) {
+                return None;
+            }
+            seats.push(i);
+        }
+        let live = |r: &Uuid| {
+            self.reservations
+                .get(r)
+                .is_some_and(|r| r.status == ReservationStatus::Active && r.expires_ms > now_ms)
+        };
+        self.taken(event_id, &seats, live).err()
+    }
+
+    /// Refuses `seats` if any is sold (410, naming the sold ones), else if any is
+    /// held by a reservation `counts` (409, naming the held ones).
+    fn taken(
+        &self,
+        event_id: &Uuid,
+        seats: &[u32],
+        counts: impl Fn(&Uuid) -> bool,
+    ) -> Result<(), InventoryRejection> {
+        let named = |pred: &dyn Fn(&SeatState) -> bool| -> Vec<Uuid> {
+            seats
+                .iter()
+                .filter(|&&s| pred(&self.seats[s as usize]))
+                .map(|&s| crate::domain::ids::seat(event_id, s))
+                .collect()
+        };
+        let sold = named(&|st| matches!(st, SeatState::Sold(_)));
+        if !sold.is_empty() {
+            return Err(InventoryRejection::SeatsSold(sold));
+        }
+        let held = named(&|st| matches!(st, SeatState::Held(r) if counts(r)));
+        if !held.is_empty() {
+            return Err(InventoryRejection::SeatsUnavailable(held));
+        }
+        Ok(())
+    }
+
     /// Checks a list of seat ids: known, distinct, none sold, none held.
     fn named_seats(&self, event_id: &Uuid, ids: &[Uuid]) -> Result<Vec<u32>, InventoryRejection> {
         let mut seen = BTreeSet::new();
@@ -314,23 +395,7 @@ impl Inventory {
         if !unknown.is_empty() {
             return Err(InventoryRejection::UnknownSeats(unknown));
         }
-        let seat_id = |s: u32| crate::domain::ids::seat(event_id, s);
-        let sold: Vec<Uuid> = seats
-            .iter()
-            .filter(|&&s| matches!(self.seats[s as usize], SeatState::Sold(_)))
-            .map(|&s| seat_id(s))
-            .collect();
-        if !sold.is_empty() {
-            return Err(InventoryRejection::SeatsSold(sold));
-        }
-        let held: Vec<Uuid> = seats
-            .iter()
-            .filter(|&&s| matches!(self.seats[s as usize], SeatState::Held(_)))
-            .map(|&s| seat_id(s))
-            .collect();
-        if !held.is_empty() {
-            return Err(InventoryRejection::SeatsUnavailable(held));
-        }
+        self.taken(event_id, &seats, |_| true)?;
         Ok(seats)
     }
 

@@ -13,6 +13,8 @@ mod layout;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
+mod refusal_tests;
+#[cfg(test)]
 mod tests;
 
 pub use holds::{Reservation, ReservationStatus, SeatState};
@@ -432,6 +434,17 @@ impl Inventory {
 
     pub fn event_id(&self) -> Option<Uuid> {
         self.event_id
+    }
+
+    /// The refusal `cmd` would surely get if applied at `now_ms` on this state,
+    /// when the state alone decides it (a hold of named seats that are sold or
+    /// held by live holds); `None` when only the log can answer.
+    pub fn refusal_from_state(
+        &self,
+        cmd: &InventoryCommand,
+        now_ms: i64,
+    ) -> Option<InventoryRejection> {
+        self.reserve_refusal(cmd, now_ms)
     }
 
     /// The operator's status.

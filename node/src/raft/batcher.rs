@@ -1,0 +1,147 @@
+//! [`ProposalBatcher`]: gathers a group's concurrent proposals into log entries.
+//!
+//! openraft 0.9's leader appends each client write as its own entry and waits for
+//! that append's fsync before it takes the next one, so proposing every request as
+//! its own entry costs one leader fsync per request, one after the other (the bound
+//! the first hold benchmarks hit). The batcher keeps at most [`MAX_IN_FLIGHT`]
+//! writes in flight per group; proposals that arrive meanwhile queue and go
+//! together as the next entry (a [`CommandBody::Batch`]). Under load each append,
+//! fsync and replication round carries many requests; an idle group still proposes
+//! at once, as a plain entry.
+
+use std::sync::{Arc, Mutex};
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::types::{NodeId, Raft};
+use crate::domain::{Command, CommandBody, Proposal, Response};
+
+/// Writes one group keeps in flight at once.
+pub const MAX_IN_FLIGHT: usize = 2;
+/// Proposals in one entry at most.
+pub const MAX_BATCH: usize = 512;
+
+/// What became of a proposal.
+#[derive(Debug)]
+pub enum WriteOutcome {
+    /// Committed and applied at `index` by `leader`.
+    Applied {
+        response: Response,
+        index: u64,
+        leader: NodeId,
+    },
+    /// This node does not lead the group (the hint, if it knows the leader).
+    NotLeader(Option<NodeId>),
+}
+
+/// A write's outcome, or the group's fatal error.
+pub type WriteResult = Result<WriteOutcome, String>;
+
+type Waiter = (Proposal, oneshot::Sender<WriteResult>);
+
+/// One group's queue of proposals waiting for a write (see the module doc).
+#[derive(Default)]
+pub struct ProposalBatcher {
+    inner: Arc<Mutex<Pending>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    writers: usize,
+    queue: Vec<Waiter>,
+}
+
+impl ProposalBatcher {
+    /// Proposes through `raft` (which must be this group's) and waits for the outcome.
+    /// The leader stamps the entry with its wall clock when it writes it.
+    pub async fn propose(&self, raft: &Raft, proposal: Proposal) -> WriteResult {
+        let (tx, rx) = oneshot::channel();
+        let start_writer = {
+            let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            p.queue.push((proposal, tx));
+            let start = p.writers < MAX_IN_FLIGHT;
+            if start {
+                p.writers += 1;
+            }
+            start
+        };
+        if start_writer {
+            // Spawned, not driven by this caller: a caller that gives up (its
+            // deadline) must not strand the proposals queued behind it.
+            tokio::spawn(writer(self.inner.clone(), raft.clone()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the group's writer stopped".into()))
+    }
+}
+
+/// Writes queued proposals, a batch at a time, until the queue is empty.
+async fn writer(inner: Arc<Mutex<Pending>>, raft: Raft) {
+    loop {
+        let batch: Vec<Waiter> = {
+            let mut p = inner.lock().unwrap_or_else(|e| e.into_inner());
+            if p.queue.is_empty() {
+                p.writers -= 1;
+                return;
+            }
+            let n = p.queue.len().min(MAX_BATCH);
+            p.queue.drain(..n).collect()
+        };
+        write(&raft, batch).await;
+    }
+}
+
+async fn write(raft: &Raft, batch: Vec<Waiter>) {
+    metrics::histogram!("boxoffice_proposals_per_entry").record(batch.len() as f64);
+    let (mut proposals, waiters): (Vec<Proposal>, Vec<_>) = batch.into_iter().unzip();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let single = proposals.len() == 1;
+    let command = match proposals.pop() {
+        Some(p) if single => p.stamp(now_ms),
+        Some(last) => {
+            proposals.push(last);
+            Command {
+                // Unused: a batch is never deduplicated as a whole, its proposals are.
+                request_id: Uuid::nil(),
+                stamped_ms: now_ms,
+                body: CommandBody::Batch(proposals),
+            }
+        }
+        None => return,
+    };
+    let answers: Vec<WriteResult> = match raft.client_write(command).await {
+        Ok(r) => {
+            let (index, leader) = (r.log_id.index, r.log_id.leader_id.node_id);
+            let applied = |response| {
+                Ok(WriteOutcome::Applied {
+                    response,
+                    index,
+                    leader,
+                })
+            };
+            match r.data {
+                response if single => vec![applied(response)],
+                Response::Batch(responses) if responses.len() == waiters.len() => {
+                    responses.into_iter().map(applied).collect()
+                }
+                other => {
+                    let e = format!("a batch of {} was answered {other:?}", waiters.len());
+                    waiters.iter().map(|_| Err(e.clone())).collect()
+                }
+            }
+        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => waiters
+            .iter()
+            .map(|_| Ok(WriteOutcome::NotLeader(f.leader_id)))
+            .collect(),
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            waiters.iter().map(|_| Err(e.to_string())).collect()
+        }
+        Err(RaftError::Fatal(e)) => waiters.iter().map(|_| Err(e.to_string())).collect(),
+    };
+    for (tx, answer) in waiters.into_iter().zip(answers) {
+        let _ = tx.send(answer);
+    }
+}
