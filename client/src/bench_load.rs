@@ -230,7 +230,20 @@ pub struct Step {
     pub refused: Histogram<u64>,
     /// Timeouts, transport errors, other statuses.
     pub failed: u64,
+    /// `failed` by kind (`timeout`, `connect`, `503 NO_LEADER`, ...).
+    pub failures: std::collections::BTreeMap<String, u64>,
     pub seconds: f64,
+}
+
+/// What kind of failure an error is, for the report.
+fn failure_kind(e: &ClientError) -> String {
+    match e {
+        ClientError::Transport(t) if t.is_timeout() => "timeout".into(),
+        ClientError::Transport(t) if t.is_connect() => "connect".into(),
+        ClientError::Transport(_) => "transport".into(),
+        ClientError::Api { status, code, .. } => format!("{status} {code}"),
+        ClientError::Unexpected(_) => "unexpected".into(),
+    }
 }
 
 /// Shared counters of the open-loop sender.
@@ -256,7 +269,17 @@ impl Pool {
         match r {
             Ok(v) => {
                 let id = v["reservation_id"].as_str().unwrap_or_default().to_string();
-                let _ = client.release(token, &id).await;
+                // Released as a fan's app would: a refusal (429/503) or a lost
+                // answer is retried after a pause (a release is idempotent), or
+                // the fan's held tickets pile up to the per-user limit.
+                for pause_ms in [0u64, 50, 100, 200, 400, 800, 1600] {
+                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                    match client.release(token, &id).await {
+                        Ok(()) => break,
+                        Err(e) if matches!(e.status(), Some(429 | 503) | None) => continue,
+                        Err(_) => break,
+                    }
+                }
                 (took, Ok(()))
             }
             Err(e) => (took, Err(e)),
@@ -296,6 +319,7 @@ async fn step(pool: Arc<Pool>, rate: f64, seconds: u64, max_in_flight: u64) -> S
     let served = Arc::new(Mutex::new(histogram()));
     let refused = Arc::new(Mutex::new(histogram()));
     let failed = Arc::new(AtomicU64::new(0));
+    let failures: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
     let in_flight = Arc::new(AtomicU64::new(0));
     let total = (rate * seconds as f64) as u64;
     let period = Duration::from_secs_f64(1.0 / rate.max(1.0));
@@ -307,14 +331,20 @@ async fn step(pool: Arc<Pool>, rate: f64, seconds: u64, max_in_flight: u64) -> S
         tokio::time::sleep_until(at.into()).await;
         if in_flight.load(Ordering::Relaxed) >= max_in_flight {
             failed.fetch_add(1, Ordering::Relaxed);
+            *failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry("generator at its in-flight cap".into())
+                .or_default() += 1;
             continue;
         }
         in_flight.fetch_add(1, Ordering::Relaxed);
-        let (pool, served, refused, failed, in_flight) = (
+        let (pool, served, refused, failed, failures, in_flight) = (
             pool.clone(),
             served.clone(),
             refused.clone(),
             failed.clone(),
+            failures.clone(),
             in_flight.clone(),
         );
         tasks.push(tokio::spawn(async move {
@@ -333,6 +363,13 @@ async fn step(pool: Arc<Pool>, rate: f64, seconds: u64, max_in_flight: u64) -> S
                 }
                 None => {
                     failed.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = &r {
+                        *failures
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(failure_kind(e))
+                            .or_default() += 1;
+                    }
                 }
             }
             in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -347,6 +384,10 @@ async fn step(pool: Arc<Pool>, rate: f64, seconds: u64, max_in_flight: u64) -> S
         served: take(&served),
         refused: take(&refused),
         failed: failed.load(Ordering::Relaxed),
+        failures: {
+            let kinds = failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            kinds
+        },
         seconds: seconds as f64,
     }
 }
@@ -428,8 +469,20 @@ pub fn overload_table(r: &OverloadReport) -> String {
             s.failed
         ));
     }
+    for s in r.steps.iter().filter(|s| !s.failures.is_empty()) {
+        let kinds: Vec<String> = s
+            .failures
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect();
+        out.push_str(&format!(
+            "\nfailed at {:.1}×: {}",
+            s.offered / r.capacity,
+            kinds.join(", ")
+        ));
+    }
     out.push_str(&format!(
-        "\ngenerator CPU {:.0}%\n",
+        "\n\ngenerator CPU {:.0}%\n",
         100.0 * r.generator_cpu_s / r.elapsed.as_secs_f64()
     ));
     out

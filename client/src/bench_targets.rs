@@ -23,7 +23,8 @@ pub enum Outcome {
     Held(String),
     /// Refused: a seat was taken.
     Conflict,
-    /// Refused by a rate limit (Boxoffice's 429).
+    /// Refused at the door: a rate limit (429) or a node's admission (503
+    /// `OVERLOADED`), both with `Retry-After`.
     RateLimited,
     /// No user with room under the ticket limit is free: try again shortly.
     Busy,
@@ -154,7 +155,7 @@ impl Boxoffice {
                 Outcome::Held(id)
             }
             Err(e) if e.status() == Some(409) || e.status() == Some(410) => Outcome::Conflict,
-            Err(e) if e.status() == Some(429) => Outcome::RateLimited,
+            Err(e) if matches!(e.status(), Some(429 | 503)) => Outcome::RateLimited,
             Err(_) => Outcome::Error,
         };
         let n = n + u32::from(matches!(outcome, Outcome::Held(_)));

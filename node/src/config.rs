@@ -100,9 +100,13 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// Lifetime of a session token.
     pub session_ttl_seconds: u64,
-    /// Requests a node serves at once under `/v1`; past that it answers 503
-    /// `OVERLOADED` with `Retry-After` at once instead of queueing.
+    /// Requests a node serves at once under `/v1`, at most; past its current limit
+    /// it answers 503 `OVERLOADED` with `Retry-After` at once instead of queueing.
     pub max_in_flight: usize,
+    /// The mean latency the node's admission steers for: its in-flight limit comes
+    /// down while requests take longer than this, and goes back up to
+    /// `max_in_flight` while they don't (see `api::admission`).
+    pub target_latency_ms: u64,
     /// Whether every public request must carry a valid `X-API-Key`.
     pub require_api_key: bool,
 }
@@ -114,6 +118,7 @@ impl Default for ApiSettings {
             max_body_bytes: 1 << 20,
             session_ttl_seconds: 3600,
             max_in_flight: 1024,
+            target_latency_ms: 75,
             require_api_key: false,
         }
     }
@@ -294,6 +299,9 @@ impl ClusterConfig {
         }
         if self.api.max_in_flight == 0 {
             return bad("api.max_in_flight must be at least 1".into());
+        }
+        if self.api.target_latency_ms == 0 {
+            return bad("api.target_latency_ms must be at least 1".into());
         }
         let l = &self.rate_limits;
         for (name, limit) in [

@@ -36,6 +36,10 @@ pub enum RouteError {
     UnknownGroup { group: GroupId },
     #[error("group {group} failed: {reason}")]
     Fatal { group: GroupId, reason: String },
+    /// The group's leader refused the proposal unwritten: it has more queued than
+    /// it can write within the latency budget ([`crate::raft::ProposalBatcher`]).
+    #[error("group {group} is overloaded; retry shortly")]
+    Overloaded { group: GroupId },
 }
 
 /// The outcome of proposing on this node.
@@ -70,6 +74,7 @@ pub async fn propose_local(
             leader,
         })),
         Ok(WriteOutcome::NotLeader(hint)) => Ok(LocalOutcome::NotLeader(hint)),
+        Ok(WriteOutcome::Overloaded) => Err(RouteError::Overloaded { group: group.id }),
         Err(e) => Err(fatal(group.id, e)),
     }
 }
@@ -409,6 +414,10 @@ impl Router {
                             Ok(Step::Failed)
                         }
                     },
+                    // The leader refused it unwritten: a definite answer.
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                        Err(RouteError::Overloaded { group: group_id })
+                    }
                     Err(status) => {
                         tracing::debug!(group = %group_id, target, "forward failed: {status}");
                         may_refuse.store(false, Ordering::SeqCst);

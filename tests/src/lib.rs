@@ -39,6 +39,11 @@ pub struct ClusterOpts {
     pub request_timeout_ms: u64,
     pub session_ttl_seconds: u64,
     pub max_in_flight: usize,
+    /// The nodes' admission target (`api.target_latency_ms`). High by default: test
+    /// clusters run debug builds beside other tests on two cores, and a test that
+    /// is not about overload must not see its requests shed; the adaptive limit
+    /// has its own unit tests.
+    pub target_latency_ms: u64,
     pub require_api_key: bool,
     /// Appended to the generated cluster.toml (e.g. a `[rate_limits]` table).
     pub extra_toml: String,
@@ -66,6 +71,7 @@ impl Default for ClusterOpts {
             request_timeout_ms: 5000,
             session_ttl_seconds: 3600,
             max_in_flight: 1024,
+            target_latency_ms: 60_000,
             require_api_key: false,
             extra_toml: String::new(),
             hosts: Vec::new(),
@@ -227,7 +233,7 @@ impl TestCluster {
         }
         writeln!(
             toml,
-            "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nquiesce_after_ms = {}\nliveness_interval_ms = {}\npeer_down_after_ms = {}\n\n[api]\nrequest_timeout_ms = {}\nsession_ttl_seconds = {}\nmax_in_flight = {}\nrequire_api_key = {}\n\n{}",
+            "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nquiesce_after_ms = {}\nliveness_interval_ms = {}\npeer_down_after_ms = {}\n\n[api]\nrequest_timeout_ms = {}\nsession_ttl_seconds = {}\nmax_in_flight = {}\ntarget_latency_ms = {}\nrequire_api_key = {}\n\n{}",
             opts.heartbeat_ms,
             opts.election_timeout_min_ms,
             opts.election_timeout_max_ms,
@@ -239,6 +245,7 @@ impl TestCluster {
             opts.request_timeout_ms,
             opts.session_ttl_seconds,
             opts.max_in_flight,
+            opts.target_latency_ms,
             opts.require_api_key,
             opts.extra_toml,
         )?;
@@ -386,17 +393,32 @@ impl TestCluster {
     }
 
     /// Waits until every running node answers `/health` with 200.
+    /// On timeout the error names each node's last answer and carries the nodes'
+    /// log tails (a test that returns the error does not panic, so `Drop` would
+    /// not print them).
     pub async fn wait_healthy(&self, timeout: Duration) -> Result<()> {
         let ids = self.running();
-        wait_for(timeout, &format!("nodes {ids:?} healthy"), || async {
+        let last = std::sync::Mutex::new(BTreeMap::new());
+        let waited = wait_for(timeout, &format!("nodes {ids:?} healthy"), || async {
+            let mut healthy = true;
             for &id in &ids {
-                if self.client(id).health().await.is_err() {
-                    return Ok(None);
-                }
+                let answer = self.client(id).health().await;
+                healthy &= answer.is_ok();
+                let seen = match answer {
+                    Ok(_) => "healthy".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                last.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, seen);
             }
-            Ok(Some(()))
+            Ok(healthy.then_some(()))
         })
-        .await
+        .await;
+        waited.map_err(|e| {
+            let last = last.into_inner().unwrap_or_else(|p| p.into_inner());
+            e.context(format!("last answers: {last:?}\n{}", self.log_tails(30)))
+        })
     }
 
     /// Waits until the running nodes agree on one leader of `group`, itself running;

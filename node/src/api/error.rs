@@ -181,6 +181,7 @@ impl From<RouteError> for ApiError {
             RouteError::NoLeader { .. } => Self::unavailable("NO_LEADER", e.to_string(), 1),
             RouteError::UnknownGroup { .. } => Self::unavailable("NO_LEADER", e.to_string(), 1),
             RouteError::Fatal { .. } => Self::internal(e),
+            RouteError::Overloaded { .. } => Self::unavailable("OVERLOADED", e.to_string(), 1),
         }
     }
 }

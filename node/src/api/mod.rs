@@ -8,6 +8,7 @@
 //! [`node`] (health and metrics).
 
 mod admin;
+pub mod admission;
 mod apikeys;
 mod auth;
 mod error;
@@ -25,10 +26,9 @@ pub use error::{current_request_id, now_rfc3339, ApiError, REQUEST_ID};
 pub use ratelimit::Limiters;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -110,15 +110,14 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             apikeys::check,
         ))
-        .route_layer(
-            tower::ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(overloaded))
-                .layer(tower::load_shed::LoadShedLayer::new())
-                // Global: one semaphore shared by every route (axum layers each route).
-                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                    max_in_flight,
-                )),
-        );
+        // One admission state shared by every route (axum layers each route).
+        .route_layer(middleware::from_fn_with_state(
+            admission::Admission::new(
+                max_in_flight,
+                Duration::from_millis(state.config.api.target_latency_ms),
+            ),
+            admit,
+        ));
     node_routes()
         .0
         .merge(v1)
@@ -134,13 +133,24 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The node is at `api.max_in_flight`: refuse at once, don't queue.
-async fn overloaded(err: tower::BoxError) -> ApiError {
-    if err.is::<tower::load_shed::error::Overloaded>() {
-        metrics::counter!("boxoffice_http_shed_total").increment(1);
-        ApiError::unavailable("OVERLOADED", "the node is at capacity; retry shortly", 1)
-    } else {
-        ApiError::internal(err)
+/// Admits a `/v1` request, or refuses it at once when the node is at its adaptive
+/// limit ([`admission`]): 503 `OVERLOADED` with `Retry-After`, never a queue.
+async fn admit(
+    State(admission): State<std::sync::Arc<admission::Admission>>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    match admission.try_admit() {
+        Some(ticket) => {
+            let response = next.run(req).await;
+            drop(ticket);
+            response
+        }
+        None => {
+            metrics::counter!("boxoffice_http_shed_total").increment(1);
+            ApiError::unavailable("OVERLOADED", "the node is at capacity; retry shortly", 1)
+                .into_response()
+        }
     }
 }
 

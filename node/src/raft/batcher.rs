@@ -8,8 +8,17 @@
 //! together as the next entry (a [`CommandBody::Batch`]). Under load each append,
 //! fsync and replication round carries many requests; an idle group still proposes
 //! at once, as a plain entry.
+//!
+//! Admission: the queue is where a group's overload shows, so it is bounded by what
+//! the group writes. A proposal that finds more queued than the group wrote in the
+//! last [`QUEUE_TARGET`] (by a moving average of its write rate, at least
+//! [`MIN_QUEUE`]) is refused at once, and one that still waited longer than
+//! [`MAX_WAIT`] when its turn came is refused then, unwritten: under overload the
+//! excess gets a fast `503 OVERLOADED` instead of a timeout, and the proposals that
+//! are taken are served within the latency budget.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::oneshot;
@@ -22,6 +31,12 @@ use crate::domain::{Command, CommandBody, Proposal, Response};
 pub const MAX_IN_FLIGHT: usize = 2;
 /// Proposals in one entry at most.
 pub const MAX_BATCH: usize = 512;
+/// The queue may hold what the group writes in this long.
+pub const QUEUE_TARGET: Duration = Duration::from_millis(100);
+/// The queue may always hold this many.
+pub const MIN_QUEUE: usize = 64;
+/// A proposal that waited this long in the queue is refused instead of written.
+pub const MAX_WAIT: Duration = Duration::from_millis(250);
 
 /// What became of a proposal.
 #[derive(Debug)]
@@ -34,12 +49,18 @@ pub enum WriteOutcome {
     },
     /// This node does not lead the group (the hint, if it knows the leader).
     NotLeader(Option<NodeId>),
+    /// Refused unwritten: the group's queue is full (see the module doc).
+    Overloaded,
 }
 
 /// A write's outcome, or the group's fatal error.
 pub type WriteResult = Result<WriteOutcome, String>;
 
-type Waiter = (Proposal, oneshot::Sender<WriteResult>);
+struct Waiter {
+    proposal: Proposal,
+    queued: Instant,
+    tx: oneshot::Sender<WriteResult>,
+}
 
 /// One group's queue of proposals waiting for a write (see the module doc).
 #[derive(Default)]
@@ -51,6 +72,38 @@ pub struct ProposalBatcher {
 struct Pending {
     writers: usize,
     queue: Vec<Waiter>,
+    rate: WriteRate,
+}
+
+/// A moving average of proposals written per second.
+#[derive(Default)]
+struct WriteRate {
+    per_s: f64,
+    since: Option<Instant>,
+    written: usize,
+}
+
+impl WriteRate {
+    fn record(&mut self, n: usize, now: Instant) {
+        self.written += n;
+        let since = *self.since.get_or_insert(now);
+        let dt = now.duration_since(since).as_secs_f64();
+        if dt >= 0.1 {
+            let sample = self.written as f64 / dt;
+            self.per_s = if self.per_s == 0.0 {
+                sample
+            } else {
+                0.7 * self.per_s + 0.3 * sample
+            };
+            self.since = Some(now);
+            self.written = 0;
+        }
+    }
+
+    /// Proposals the queue may hold.
+    fn queue_limit(&self) -> usize {
+        ((self.per_s * QUEUE_TARGET.as_secs_f64()) as usize).max(MIN_QUEUE)
+    }
 }
 
 impl ProposalBatcher {
@@ -60,7 +113,15 @@ impl ProposalBatcher {
         let (tx, rx) = oneshot::channel();
         let start_writer = {
             let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            p.queue.push((proposal, tx));
+            if p.queue.len() >= p.rate.queue_limit() {
+                metrics::counter!("boxoffice_proposals_refused_total").increment(1);
+                return Ok(WriteOutcome::Overloaded);
+            }
+            p.queue.push(Waiter {
+                proposal,
+                queued: Instant::now(),
+                tx,
+            });
             let start = p.writers < MAX_IN_FLIGHT;
             if start {
                 p.writers += 1;
@@ -80,22 +141,41 @@ impl ProposalBatcher {
 /// Writes queued proposals, a batch at a time, until the queue is empty.
 async fn writer(inner: Arc<Mutex<Pending>>, raft: Raft) {
     loop {
-        let batch: Vec<Waiter> = {
+        let (batch, late): (Vec<Waiter>, Vec<Waiter>) = {
             let mut p = inner.lock().unwrap_or_else(|e| e.into_inner());
             if p.queue.is_empty() {
                 p.writers -= 1;
                 return;
             }
             let n = p.queue.len().min(MAX_BATCH);
-            p.queue.drain(..n).collect()
+            let now = Instant::now();
+            p.queue
+                .drain(..n)
+                .partition(|w| now.duration_since(w.queued) < MAX_WAIT)
         };
+        if !late.is_empty() {
+            metrics::counter!("boxoffice_proposals_refused_total").increment(late.len() as u64);
+        }
+        for w in late {
+            let _ = w.tx.send(Ok(WriteOutcome::Overloaded));
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let n = batch.len();
         write(&raft, batch).await;
+        inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rate
+            .record(n, Instant::now());
     }
 }
 
 async fn write(raft: &Raft, batch: Vec<Waiter>) {
     metrics::histogram!("boxoffice_proposals_per_entry").record(batch.len() as f64);
-    let (mut proposals, waiters): (Vec<Proposal>, Vec<_>) = batch.into_iter().unzip();
+    let (mut proposals, waiters): (Vec<Proposal>, Vec<_>) =
+        batch.into_iter().map(|w| (w.proposal, w.tx)).unzip();
     let now_ms = chrono::Utc::now().timestamp_millis();
     let single = proposals.len() == 1;
     let command = match proposals.pop() {

@@ -122,6 +122,9 @@ impl Peer for PeerService {
                 leader_id: hint.unwrap_or(0),
             }),
             Err(e @ RouteError::Fatal { .. }) => return Err(Status::internal(e.to_string())),
+            Err(e @ RouteError::Overloaded { .. }) => {
+                return Err(Status::resource_exhausted(e.to_string()))
+            }
             Err(e) => return Err(Status::unavailable(e.to_string())),
         };
         Ok(Response::new(ForwardReply {

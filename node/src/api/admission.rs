@@ -1,0 +1,169 @@
+//! Admission of `/v1` requests: an adaptive bound on what one node works on at once.
+//!
+//! A fixed in-flight count is either too high for a saturated node (requests queue
+//! for seconds, then time out) or too low for a fast one. [`Admission`] adjusts its
+//! limit by the latency it observes, additive increase and multiplicative decrease:
+//! every window ([`WINDOW`]) whose mean latency is above `api.target_latency_ms`
+//! cuts the limit by a fifth; a window under it that was held back by the limit
+//! raises it by a tenth. The limit stays between [`MIN_LIMIT`] and
+//! `api.max_in_flight`. A request over the limit is answered at once with 503
+//! `OVERLOADED` and `Retry-After: 1`, so the excess of an overload is refused in
+//! milliseconds while what is admitted is served within the target.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the limit is reconsidered.
+pub const WINDOW: Duration = Duration::from_millis(100);
+/// The limit never goes below this: a node always serves a few requests at once.
+pub const MIN_LIMIT: f64 = 32.0;
+
+/// One node's admission state.
+pub struct Admission {
+    state: Mutex<State>,
+    max: f64,
+    target: Duration,
+}
+
+struct State {
+    in_flight: usize,
+    limit: f64,
+    window_started: Instant,
+    completed: u32,
+    latency_sum: Duration,
+    /// A request was refused, or admitted at the limit, in this window.
+    limited: bool,
+}
+
+/// An admitted request; dropping it (answered or cancelled) frees its place.
+pub struct Ticket {
+    admission: Arc<Admission>,
+    started: Instant,
+}
+
+impl Admission {
+    /// Starts at the ceiling: the limit only comes down once latency says so.
+    pub fn new(max_in_flight: usize, target: Duration) -> Arc<Self> {
+        let max = (max_in_flight as f64).max(1.0);
+        Arc::new(Self {
+            state: Mutex::new(State {
+                in_flight: 0,
+                limit: max,
+                window_started: Instant::now(),
+                completed: 0,
+                latency_sum: Duration::ZERO,
+                limited: false,
+            }),
+            max,
+            target,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for one request, or `None` if the node is at its limit.
+    pub fn try_admit(self: &Arc<Self>) -> Option<Ticket> {
+        let mut s = self.lock();
+        if s.in_flight as f64 >= s.limit.floor() {
+            s.limited = true;
+            return None;
+        }
+        s.in_flight += 1;
+        if s.in_flight as f64 >= s.limit.floor() {
+            s.limited = true;
+        }
+        Some(Ticket {
+            admission: self.clone(),
+            started: Instant::now(),
+        })
+    }
+
+    /// The current limit (for metrics and tests).
+    pub fn limit(&self) -> usize {
+        self.lock().limit as usize
+    }
+
+    fn done(&self, latency: Duration) {
+        let mut s = self.lock();
+        s.in_flight = s.in_flight.saturating_sub(1);
+        s.completed += 1;
+        s.latency_sum += latency;
+        let now = Instant::now();
+        if now.duration_since(s.window_started) < WINDOW {
+            return;
+        }
+        let mean = s.latency_sum / s.completed.max(1);
+        let min = MIN_LIMIT.min(self.max);
+        if mean > self.target {
+            s.limit = (s.limit * 0.8).max(min);
+        } else if s.limited {
+            s.limit = (s.limit + (s.limit / 10.0).max(1.0)).min(self.max);
+        }
+        metrics::gauge!("boxoffice_http_admission_limit").set(s.limit);
+        s.window_started = now;
+        s.completed = 0;
+        s.latency_sum = Duration::ZERO;
+        s.limited = false;
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.admission.done(self.started.elapsed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request answered `latency` after it was admitted.
+    fn answer(mut t: Ticket, latency: Duration) {
+        t.started = Instant::now() - latency;
+        drop(t);
+    }
+
+    /// One window: `n` requests (as many as are admitted) answered after
+    /// `latency`, then one more answer once the window is over, which closes it.
+    fn window(a: &Arc<Admission>, n: usize, latency: Duration) {
+        let tickets: Vec<_> = (0..n).filter_map(|_| a.try_admit()).collect();
+        for t in tickets {
+            answer(t, latency);
+        }
+        std::thread::sleep(WINDOW);
+        if let Some(t) = a.try_admit() {
+            answer(t, latency);
+        }
+    }
+
+    #[test]
+    fn slow_windows_cut_the_limit_and_fast_full_ones_raise_it() {
+        let a = Admission::new(100, Duration::from_millis(50));
+        assert_eq!(a.limit(), 100);
+        window(&a, 10, Duration::from_millis(200));
+        assert_eq!(a.limit(), 80);
+        for _ in 0..20 {
+            window(&a, 10, Duration::from_millis(200));
+        }
+        assert_eq!(a.limit(), MIN_LIMIT as usize, "never below the floor");
+        // At the limit: the next request is refused until one is answered.
+        let held: Vec<_> = (0..MIN_LIMIT as usize)
+            .filter_map(|_| a.try_admit())
+            .collect();
+        assert_eq!(held.len(), MIN_LIMIT as usize);
+        assert!(a.try_admit().is_none());
+        drop(held);
+        // Fast windows that hit the limit raise it again, up to the ceiling.
+        for _ in 0..100 {
+            window(&a, 200, Duration::from_millis(1));
+        }
+        assert_eq!(a.limit(), 100);
+        // Fast windows below the limit leave it alone.
+        window(&a, 10, Duration::from_millis(200));
+        let cut = a.limit();
+        window(&a, 5, Duration::from_millis(1));
+        assert_eq!(a.limit(), cut);
+    }
+}
