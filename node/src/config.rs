@@ -73,6 +73,9 @@ pub struct RaftSettings {
     pub liveness_interval_ms: u64,
     /// A peer silent this long is judged down; the groups it led wake and elect.
     pub peer_down_after_ms: u64,
+    /// A proposal that waited this long in its group leader's queue is refused
+    /// unwritten (503 `OVERLOADED`) instead of written late (see `raft::batcher`).
+    pub max_queue_wait_ms: u64,
 }
 
 impl Default for RaftSettings {
@@ -86,6 +89,7 @@ impl Default for RaftSettings {
             quiesce_after_ms: 3000,
             liveness_interval_ms: 500,
             peer_down_after_ms: 2000,
+            max_queue_wait_ms: 250,
         }
     }
 }
@@ -299,6 +303,9 @@ impl ClusterConfig {
         }
         if self.api.max_in_flight == 0 {
             return bad("api.max_in_flight must be at least 1".into());
+        }
+        if self.raft.max_queue_wait_ms == 0 {
+            return bad("raft.max_queue_wait_ms must be at least 1".into());
         }
         if self.api.target_latency_ms == 0 {
             return bad("api.target_latency_ms must be at least 1".into());

@@ -36,6 +36,9 @@ pub struct ClusterOpts {
     pub quiesce_after_ms: u64,
     pub liveness_interval_ms: u64,
     pub peer_down_after_ms: u64,
+    /// `raft.max_queue_wait_ms`; high by default for the same reason as
+    /// `target_latency_ms`.
+    pub max_queue_wait_ms: u64,
     pub request_timeout_ms: u64,
     pub session_ttl_seconds: u64,
     pub max_in_flight: usize,
@@ -68,6 +71,7 @@ impl Default for ClusterOpts {
             quiesce_after_ms: 3000,
             liveness_interval_ms: 250,
             peer_down_after_ms: 1000,
+            max_queue_wait_ms: 60_000,
             request_timeout_ms: 5000,
             session_ttl_seconds: 3600,
             max_in_flight: 1024,
@@ -233,7 +237,7 @@ impl TestCluster {
         }
         writeln!(
             toml,
-            "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nquiesce_after_ms = {}\nliveness_interval_ms = {}\npeer_down_after_ms = {}\n\n[api]\nrequest_timeout_ms = {}\nsession_ttl_seconds = {}\nmax_in_flight = {}\ntarget_latency_ms = {}\nrequire_api_key = {}\n\n{}",
+            "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nquiesce_after_ms = {}\nliveness_interval_ms = {}\npeer_down_after_ms = {}\nmax_queue_wait_ms = {}\n\n[api]\nrequest_timeout_ms = {}\nsession_ttl_seconds = {}\nmax_in_flight = {}\ntarget_latency_ms = {}\nrequire_api_key = {}\n\n{}",
             opts.heartbeat_ms,
             opts.election_timeout_min_ms,
             opts.election_timeout_max_ms,
@@ -242,6 +246,7 @@ impl TestCluster {
             opts.quiesce_after_ms,
             opts.liveness_interval_ms,
             opts.peer_down_after_ms,
+            opts.max_queue_wait_ms,
             opts.request_timeout_ms,
             opts.session_ttl_seconds,
             opts.max_in_flight,

@@ -13,7 +13,7 @@
 //! the group writes. A proposal that finds more queued than the group wrote in the
 //! last [`QUEUE_TARGET`] (by a moving average of its write rate, at least
 //! [`MIN_QUEUE`]) is refused at once, and one that still waited longer than
-//! [`MAX_WAIT`] when its turn came is refused then, unwritten: under overload the
+//! `raft.max_queue_wait_ms` when its turn came is refused then, unwritten: under overload the
 //! excess gets a fast `503 OVERLOADED` instead of a timeout, and the proposals that
 //! are taken are served within the latency budget.
 
@@ -35,8 +35,6 @@ pub const MAX_BATCH: usize = 512;
 pub const QUEUE_TARGET: Duration = Duration::from_millis(100);
 /// The queue may always hold this many.
 pub const MIN_QUEUE: usize = 64;
-/// A proposal that waited this long in the queue is refused instead of written.
-pub const MAX_WAIT: Duration = Duration::from_millis(250);
 
 /// What became of a proposal.
 #[derive(Debug)]
@@ -63,9 +61,10 @@ struct Waiter {
 }
 
 /// One group's queue of proposals waiting for a write (see the module doc).
-#[derive(Default)]
 pub struct ProposalBatcher {
     inner: Arc<Mutex<Pending>>,
+    /// A proposal that waited this long in the queue is refused instead of written.
+    max_wait: Duration,
 }
 
 #[derive(Default)]
@@ -107,6 +106,13 @@ impl WriteRate {
 }
 
 impl ProposalBatcher {
+    pub fn new(max_wait: Duration) -> Self {
+        Self {
+            inner: Arc::default(),
+            max_wait,
+        }
+    }
+
     /// Proposes through `raft` (which must be this group's) and waits for the outcome.
     /// The leader stamps the entry with its wall clock when it writes it.
     pub async fn propose(&self, raft: &Raft, proposal: Proposal) -> WriteResult {
@@ -131,7 +137,7 @@ impl ProposalBatcher {
         if start_writer {
             // Spawned, not driven by this caller: a caller that gives up (its
             // deadline) must not strand the proposals queued behind it.
-            tokio::spawn(writer(self.inner.clone(), raft.clone()));
+            tokio::spawn(writer(self.inner.clone(), raft.clone(), self.max_wait));
         }
         rx.await
             .unwrap_or_else(|_| Err("the group's writer stopped".into()))
@@ -139,7 +145,7 @@ impl ProposalBatcher {
 }
 
 /// Writes queued proposals, a batch at a time, until the queue is empty.
-async fn writer(inner: Arc<Mutex<Pending>>, raft: Raft) {
+async fn writer(inner: Arc<Mutex<Pending>>, raft: Raft, max_wait: Duration) {
     loop {
         let (batch, late): (Vec<Waiter>, Vec<Waiter>) = {
             let mut p = inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -151,7 +157,7 @@ async fn writer(inner: Arc<Mutex<Pending>>, raft: Raft) {
             let now = Instant::now();
             p.queue
                 .drain(..n)
-                .partition(|w| now.duration_since(w.queued) < MAX_WAIT)
+                .partition(|w| now.duration_since(w.queued) < max_wait)
         };
         if !late.is_empty() {
             metrics::counter!("boxoffice_proposals_refused_total").increment(late.len() as u64);

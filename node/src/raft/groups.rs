@@ -45,6 +45,8 @@ pub struct Groups {
     store: Store,
     peers: Peers,
     config: Arc<openraft::Config>,
+    /// `raft.max_queue_wait_ms`.
+    max_queue_wait: std::time::Duration,
 }
 
 impl Groups {
@@ -69,6 +71,7 @@ impl Groups {
             store,
             peers,
             config: Arc::new(config),
+            max_queue_wait: std::time::Duration::from_millis(settings.max_queue_wait_ms),
         })
     }
 
@@ -100,7 +103,7 @@ impl Groups {
             reads: super::read_index::ReadIndexBatch::new(std::time::Duration::from_millis(
                 self.config.election_timeout_max,
             )),
-            writes: Default::default(),
+            writes: super::batcher::ProposalBatcher::new(self.max_queue_wait),
         });
         group.touch();
         self.groups
