@@ -28,11 +28,15 @@ pub struct EventInfo {
 /// group and seat count, and deriving the layout of a 20,000-seat venue on each
 /// request cost more CPU than the rest of the handler (profile in
 /// docs/benchmarks.md). An entry is current while the catalog still holds the same
-/// event and venue allocations; any change to either replaces them.
+/// event and venue allocations; any change to either replaces them. At most
+/// [`EventInfos::CAP`] events are kept (a crawl over every event's page must not
+/// hold every layout): past that the cache starts over.
 #[derive(Default)]
 pub struct EventInfos(Mutex<HashMap<Uuid, Arc<EventInfo>>>);
 
 impl EventInfos {
+    pub const CAP: usize = 4096;
+
     fn get(&self, event: &Arc<Event>, venue: &Arc<Venue>, max_per_user: u32) -> Arc<EventInfo> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let id = event.spec.event_id;
@@ -46,6 +50,9 @@ impl EventInfos {
             event: event.clone(),
             venue: venue.clone(),
         });
+        if map.len() >= Self::CAP {
+            map.clear();
+        }
         map.insert(id, info.clone());
         info
     }
