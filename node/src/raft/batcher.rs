@@ -178,24 +178,23 @@ async fn writer(inner: Arc<Mutex<Pending>>, raft: Raft, max_wait: Duration) {
     }
 }
 
+/// Writes a non-empty batch as one entry (a lone proposal as a plain entry) and
+/// answers each waiter.
 async fn write(raft: &Raft, batch: Vec<Waiter>) {
     metrics::histogram!("boxoffice_proposals_per_entry").record(batch.len() as f64);
     let (mut proposals, waiters): (Vec<Proposal>, Vec<_>) =
         batch.into_iter().map(|w| (w.proposal, w.tx)).unzip();
     let now_ms = chrono::Utc::now().timestamp_millis();
     let single = proposals.len() == 1;
-    let command = match proposals.pop() {
-        Some(p) if single => p.stamp(now_ms),
-        Some(last) => {
-            proposals.push(last);
-            Command {
-                // Unused: a batch is never deduplicated as a whole, its proposals are.
-                request_id: Uuid::nil(),
-                stamped_ms: now_ms,
-                body: CommandBody::Batch(proposals),
-            }
+    let command = if single {
+        proposals.remove(0).stamp(now_ms)
+    } else {
+        Command {
+            // Unused: a batch is never deduplicated as a whole, its proposals are.
+            request_id: Uuid::nil(),
+            stamped_ms: now_ms,
+            body: CommandBody::Batch(proposals),
         }
-        None => return,
     };
     let answers: Vec<WriteResult> = match raft.client_write(command).await {
         Ok(r) => {
