@@ -148,9 +148,33 @@ pub fn node_binary() -> Result<PathBuf> {
 /// Free loopback addresses: all bound at once, then released together.
 pub fn free_addrs(n: usize) -> Result<Vec<SocketAddr>> {
     let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<std::io::Result<_>>()?;
+        .map(|_| bind_listen_port(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+        .collect::<Result<_>>()?;
     listeners.iter().map(|l| Ok(l.local_addr()?)).collect()
+}
+
+/// A listener on a free port of `host` below the kernel's ephemeral range. A port
+/// the kernel hands out itself (`bind(0)`) is an ephemeral one, and once the node
+/// that listened on it is killed, any outgoing connection on the machine may take
+/// it as its local port, and the node's restart fails with "address in use" (seen
+/// in `t56_hold_contention` on CI). Falls back to `bind(0)` when the ephemeral
+/// range leaves no room below it.
+fn bind_listen_port(host: IpAddr) -> Result<TcpListener> {
+    use rand::Rng;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    if ephemeral_low > LOWEST + 1000 {
+        let mut rng = rand::thread_rng();
+        for _ in 0..200 {
+            if let Ok(l) = TcpListener::bind((host, rng.gen_range(LOWEST..ephemeral_low))) {
+                return Ok(l);
+            }
+        }
+    }
+    Ok(TcpListener::bind((host, 0))?)
 }
 
 impl TestCluster {
@@ -207,7 +231,7 @@ impl TestCluster {
                     host.is_loopback(),
                     "test hosts live on loopback, not {host}"
                 );
-                Ok(TcpListener::bind((host, 0))?)
+                bind_listen_port(host)
             })
             .collect::<Result<_>>()?;
         let addrs: Vec<SocketAddr> = listeners
