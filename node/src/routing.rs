@@ -15,7 +15,7 @@ use boxoffice_proto::peer::{forward_reply, query_reply, read_index_reply};
 
 use crate::codec;
 use crate::domain::{Proposal, Query, QueryResult, Response};
-use crate::raft::{Group, GroupId, Groups, NodeId, NodeInfo, WriteOutcome};
+use crate::raft::{Group, GroupId, Groups, NodeId, NodeInfo, ReadPoint, WriteOutcome};
 
 /// A proposal's replicated outcome, the log index it was applied at, and the node
 /// that applied it as leader.
@@ -105,7 +105,7 @@ async fn refuse_from_state(
         return Ok(None);
     }
     let index = match read_index_local(group).await? {
-        Ok(index) => index,
+        Ok(point) => point.index,
         Err(hint) => return Ok(Some(LocalOutcome::NotLeader(hint))),
     };
     wait_applied(group, index, Duration::from_secs(2)).await?;
@@ -114,7 +114,7 @@ async fn refuse_from_state(
     let Some(response) = st.machine.refusal_from_state(proposal, now()) else {
         return Ok(None);
     };
-    metrics::counter!("boxoffice_refusals_from_state_total").increment(1);
+    metrics::counter!("boxoffice_refusals_from_state_total", "at" => "leader").increment(1);
     Ok(Some(LocalOutcome::Applied(Applied {
         response,
         index: st.last_applied.map_or(0, |l| l.index),
@@ -122,9 +122,11 @@ async fn refuse_from_state(
     })))
 }
 
-/// This node's read index of `group` if it leads it: `Ok(Err(hint))` if it does not.
+/// This node's read point of `group` if it leads it: `Ok(Err(hint))` if it does not.
 /// Concurrent callers share leadership confirmations ([`crate::raft::ReadIndexBatch`]).
-pub async fn read_index_local(group: &Group) -> Result<Result<u64, Option<NodeId>>, RouteError> {
+pub async fn read_index_local(
+    group: &Group,
+) -> Result<Result<ReadPoint, Option<NodeId>>, RouteError> {
     group.touch();
     group
         .reads
@@ -357,6 +359,13 @@ impl Router {
         deadline: Duration,
         refusal_from_state: bool,
     ) -> Result<Applied, RouteError> {
+        let started = Instant::now();
+        if refusal_from_state {
+            if let Some(refused) = self.refuse_at_follower(group_id, &proposal, deadline).await {
+                return Ok(refused);
+            }
+        }
+        let deadline = deadline.saturating_sub(started.elapsed());
         let encoded = codec::encode(&proposal).map_err(|e| fatal(group_id, e))?;
         let peers = self.groups.peers().clone();
         // Cleared by the first attempt whose outcome is unknown.
@@ -429,13 +438,13 @@ impl Router {
         .await
     }
 
-    /// The leader's read index of `group`: once a replica has applied it, its state
-    /// reflects every write acknowledged before this call.
+    /// The leader's read point of `group`: once a replica has applied its index, its
+    /// state reflects every write acknowledged before this call.
     pub async fn read_index(
         &self,
         group_id: GroupId,
         deadline: Duration,
-    ) -> Result<u64, RouteError> {
+    ) -> Result<ReadPoint, RouteError> {
         let peers = self.groups.peers().clone();
         self.route(group_id, deadline, |target, local, left| {
             let peers = peers.clone();
@@ -443,7 +452,7 @@ impl Router {
             async move {
                 if let Some(group) = local {
                     return match tokio::time::timeout(left, read_index_local(&group)).await {
-                        Ok(Ok(Ok(index))) => Ok(Step::Done(index)),
+                        Ok(Ok(Ok(point))) => Ok(Step::Done(point)),
                         Ok(Ok(Err(hint))) => Ok(Step::NotLeader(hint)),
                         Ok(Err(e)) => Err(e),
                         Err(_) => Ok(Step::Failed),
@@ -454,7 +463,12 @@ impl Router {
                 };
                 match peers.read_index(target, &addr, group_id, left).await {
                     Ok(reply) => match reply.outcome {
-                        Some(read_index_reply::Outcome::Index(i)) => Ok(Step::Done(i)),
+                        Some(read_index_reply::Outcome::Index(index)) => {
+                            Ok(Step::Done(ReadPoint {
+                                index,
+                                time_ms: reply.leader_time_ms,
+                            }))
+                        }
                         Some(read_index_reply::Outcome::NotLeader(nl)) => {
                             Ok(Step::NotLeader(Some(nl.leader_id).filter(|h| *h != 0)))
                         }
@@ -475,8 +489,86 @@ impl Router {
             .groups
             .get(group_id)
             .ok_or(RouteError::UnknownGroup { group: group_id })?;
-        let index = self.read_index(group_id, deadline).await?;
-        wait_applied(&group, index, deadline.saturating_sub(started.elapsed())).await
+        let point = self.read_point(&group, deadline).await?;
+        wait_applied(
+            &group,
+            point.index,
+            deadline.saturating_sub(started.elapsed()),
+        )
+        .await
+    }
+
+    /// A read point of `group`, which this node replicates: its own leadership
+    /// confirmation when it leads, else one from the leader shared with every
+    /// concurrent caller on this node (`Group::remote_reads`: one RPC serves them all).
+    async fn read_point(&self, group: &Group, deadline: Duration) -> Result<ReadPoint, RouteError> {
+        let leader = group.raft.metrics().borrow().current_leader;
+        if leader == Some(self.me()) {
+            return self.read_index(group.id, deadline).await;
+        }
+        let router = self.clone();
+        let (id, round) = (group.id, group.remote_reads.round_timeout());
+        let shared = group.remote_reads.shared(move || {
+            let router = router.clone();
+            async move {
+                match router.read_index(id, round).await {
+                    Ok(point) => Ok(Ok(point)),
+                    Err(RouteError::Fatal { reason, .. }) => Err(reason),
+                    Err(_) => Ok(Err(None)),
+                }
+            }
+        });
+        match tokio::time::timeout(deadline, shared).await {
+            Ok(Ok(Ok(point))) => Ok(point),
+            Ok(Err(reason)) => Err(RouteError::Fatal { group: id, reason }),
+            Ok(Ok(Err(_))) | Err(_) => Err(RouteError::NoLeader { group: id }),
+        }
+    }
+
+    /// Answers a proposal that this follower's replica refuses, as a linearizable
+    /// read: a read point from the leader (shared by concurrent callers), apply up
+    /// to it, and the machine's answer at the leader's time of the read point. The
+    /// same answer the leader's [`refuse_from_state`] would give, without the
+    /// forwarding hop for each request. `None`: this node leads or does not
+    /// replicate the group, its state does not refuse the proposal, or no read
+    /// point came in time; the proposal then takes the usual route.
+    async fn refuse_at_follower(
+        &self,
+        group_id: GroupId,
+        proposal: &Proposal,
+        deadline: Duration,
+    ) -> Option<Applied> {
+        let started = Instant::now();
+        let group = self.groups.get(group_id)?;
+        let leader = group.raft.metrics().borrow().current_leader?;
+        if leader == self.me() {
+            return None;
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        // Refused by a possibly stale state: worth a read point. Not refused: the
+        // leader decides (most holds that succeed never wait for a read point).
+        group
+            .state
+            .read()
+            .machine
+            .refusal_from_state(proposal, now)?;
+        group.touch();
+        let point = self.read_point(&group, deadline).await.ok()?;
+        wait_applied(
+            &group,
+            point.index,
+            deadline.saturating_sub(started.elapsed()),
+        )
+        .await
+        .ok()?;
+        let st = group.state.read();
+        let response = st.machine.refusal_from_state(proposal, point.time_ms)?;
+        metrics::counter!("boxoffice_refusals_from_state_total", "at" => "follower").increment(1);
+        Some(Applied {
+            response,
+            index: st.last_applied.map_or(0, |l| l.index),
+            leader,
+        })
     }
 
     /// Answers a query on `group`. Linearizable: reflects every write acknowledged

@@ -24,8 +24,10 @@ pub struct Group {
     pub state: SharedState,
     /// Activity and quiescence (see [`super::quiesce`]).
     pub quiet: super::quiesce::Quiet,
-    /// Shared leadership confirmations for read indexes.
+    /// Shared leadership confirmations for read indexes, while this node leads.
     pub reads: super::read_index::ReadIndexBatch,
+    /// Shared read-index requests to the leader, while this node follows.
+    pub remote_reads: super::read_index::ReadIndexBatch,
     /// Concurrent proposals gathered into log entries.
     pub writes: super::batcher::ProposalBatcher,
 }
@@ -101,6 +103,9 @@ impl Groups {
             state,
             quiet: Default::default(),
             reads: super::read_index::ReadIndexBatch::new(std::time::Duration::from_millis(
+                self.config.election_timeout_max,
+            )),
+            remote_reads: super::read_index::ReadIndexBatch::new(std::time::Duration::from_millis(
                 self.config.election_timeout_max,
             )),
             writes: super::batcher::ProposalBatcher::new(self.max_queue_wait),

@@ -23,7 +23,7 @@ pub use bootstrap::{bootstrap_catalog, catalog_duties};
 pub use groups::{Group, Groups};
 pub use log_store::LogStore;
 pub use network::{Peers, MAX_MESSAGE_BYTES};
-pub use read_index::{ReadIndexBatch, ReadIndexResult};
+pub use read_index::{ReadIndexBatch, ReadIndexResult, ReadPoint};
 pub use service::PeerService;
 pub use state_machine::{AppliedState, GroupStateMachine, SharedState};
 pub use store::Store;

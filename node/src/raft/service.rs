@@ -138,15 +138,19 @@ impl Peer for PeerService {
     ) -> Result<Response<ReadIndexReply>, Status> {
         let req = req.into_inner();
         let group = self.group(&req.cluster, req.group_id)?;
-        let outcome = match read_index_local(&group).await {
-            Ok(Ok(index)) => read_index_reply::Outcome::Index(index),
-            Ok(Err(hint)) => read_index_reply::Outcome::NotLeader(NotLeader {
-                leader_id: hint.unwrap_or(0),
-            }),
+        let (outcome, leader_time_ms) = match read_index_local(&group).await {
+            Ok(Ok(point)) => (read_index_reply::Outcome::Index(point.index), point.time_ms),
+            Ok(Err(hint)) => (
+                read_index_reply::Outcome::NotLeader(NotLeader {
+                    leader_id: hint.unwrap_or(0),
+                }),
+                0,
+            ),
             Err(e) => return Err(Status::internal(e.to_string())),
         };
         Ok(Response::new(ReadIndexReply {
             outcome: Some(outcome),
+            leader_time_ms,
         }))
     }
 
@@ -160,7 +164,7 @@ impl Peer for PeerService {
         group.touch();
         if req.linearizable {
             match read_index_local(&group).await {
-                Ok(Ok(index)) => wait_applied(&group, index, timeout)
+                Ok(Ok(point)) => wait_applied(&group, point.index, timeout)
                     .await
                     .map_err(|e| Status::unavailable(e.to_string()))?,
                 Ok(Err(hint)) => {
