@@ -486,6 +486,50 @@ impl Client {
         Self::parse::<Value>(resp).await.map(|_| ())
     }
 
+    /// `POST /v1/queue/join` with a session token and an optional `X-Device-ID`.
+    pub async fn join_queue(
+        &self,
+        token: &str,
+        body: &Value,
+        device: Option<&str>,
+    ) -> Result<Value> {
+        let mut rb = self
+            .http
+            .post(format!("{}/v1/queue/join", self.base))
+            .bearer_auth(token)
+            .json(body);
+        if let Some(d) = device {
+            rb = rb.header("x-device-id", d);
+        }
+        Self::parse(rb.send().await?).await
+    }
+
+    /// `GET /v1/queue/status?queue_token=...`.
+    pub async fn queue_status(&self, queue_token: &str) -> Result<Value> {
+        Self::parse(
+            self.http
+                .get(format!("{}/v1/queue/status", self.base))
+                .query(&[("queue_token", queue_token)])
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/queue/leave` with a queue (or access) token.
+    pub async fn leave_queue(&self, token: &str) -> Result<()> {
+        let resp = self
+            .http
+            .delete(format!("{}/v1/queue/leave", self.base))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        if resp.status().as_u16() == 204 {
+            return Ok(());
+        }
+        Self::parse::<Value>(resp).await.map(|_| ())
+    }
+
     /// Every seat id of a seat map, with its status, in map order.
     pub fn seats_of(map: &Value) -> Vec<(String, String)> {
         let mut out = Vec::new();

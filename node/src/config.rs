@@ -36,6 +36,8 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub inventory: InventorySettings,
     #[serde(default)]
+    pub queue: QueueConfig,
+    #[serde(default)]
     pub storage: StorageSettings,
     /// Directory of the file this was read from; relative paths resolve against it.
     #[serde(skip)]
@@ -146,6 +148,27 @@ impl Default for InventorySettings {
             hold_seconds: 600,
             max_tickets_per_user: 8,
             sweep_interval_ms: 1000,
+        }
+    }
+}
+
+/// The waiting rooms' cluster-wide settings (each event sets its own size, rate,
+/// shopper bound and access window).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Live entries one device (`X-Device-ID` / `device_fingerprint`) may have in
+    /// one event's queue.
+    pub max_entries_per_device: u32,
+    /// How often a group leader admits fans and ends access windows.
+    pub admit_interval_ms: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_entries_per_device: 4,
+            admit_interval_ms: 250,
         }
     }
 }
@@ -300,6 +323,12 @@ impl ClusterConfig {
         }
         if inv.sweep_interval_ms == 0 {
             return bad("inventory.sweep_interval_ms must be at least 1".into());
+        }
+        if self.queue.max_entries_per_device == 0 || self.queue.admit_interval_ms == 0 {
+            return bad(
+                "queue.max_entries_per_device and queue.admit_interval_ms must be at least 1"
+                    .into(),
+            );
         }
         if self.api.max_in_flight == 0 {
             return bad("api.max_in_flight must be at least 1".into());

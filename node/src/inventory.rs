@@ -1,7 +1,8 @@
 //! What a node does for event inventories beyond a single request: opening a
 //! group with the layout derived from the catalog, reading an inventory from the
-//! nearest replica (opening it first if its first write never landed), and the
-//! leader's sweeper that expires due holds so their seats are announced.
+//! nearest replica (opening it first if its first write never landed), the
+//! leader's sweeper that expires due holds so their seats are announced, and the
+//! leader's admitter that lets waiting-room fans in.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,8 +12,11 @@ use uuid::Uuid;
 
 use crate::api::ApiError;
 use crate::domain::catalog::{Event, Venue};
-use crate::domain::inventory::{EventLayout, InventoryAnswer, InventoryCommand, InventoryQuery};
-use crate::domain::{CommandBody, Proposal, Query, QueryResult};
+use crate::domain::inventory::{
+    EventLayout, InventoryAnswer, InventoryCommand, InventoryQuery, InventoryRejection,
+    InventoryResponse, QueueLimits, QueueOutcome,
+};
+use crate::domain::{CommandBody, Proposal, Query, QueryResult, Response};
 use crate::raft::GroupId;
 use crate::routing::Applied;
 use crate::server::NodeCtx;
@@ -94,6 +98,41 @@ impl NodeCtx {
         Ok(self.propose(GroupId(info.event.group_id), proposal).await?)
     }
 
+    /// Gets `command(request_id)` applied by the event's group and returns the
+    /// inventory's answer. If the group's first write never landed (it answers
+    /// "not open"), opens it and asks again under a request id derived from this
+    /// one (the first refusal is remembered under it). `refusable`: the first
+    /// attempt may be answered from the leader's state ([`NodeCtx::propose_refusable`]).
+    pub async fn propose_to_event(
+        &self,
+        info: &EventInfo,
+        request_id: Uuid,
+        refusable: bool,
+        command: impl Fn(Uuid) -> Proposal,
+    ) -> Result<InventoryResponse, ApiError> {
+        let group = GroupId(info.event.group_id);
+        let first = command(request_id);
+        let mut outcome = if refusable {
+            self.propose_refusable(group, first).await?.response
+        } else {
+            self.propose(group, first).await?.response
+        };
+        if matches!(
+            outcome,
+            Response::Inventory(InventoryResponse::Rejected(InventoryRejection::NotOpen))
+        ) {
+            self.open_event(info).await?;
+            let retry = Uuid::new_v5(&request_id, b"after-open");
+            outcome = self.propose(group, command(retry)).await?.response;
+        }
+        match outcome {
+            Response::Inventory(r) => Ok(r),
+            other => Err(ApiError::internal(format!(
+                "unexpected inventory response {other:?}"
+            ))),
+        }
+    }
+
     /// Reads the event's inventory: linearizable through the leader, or the
     /// nearest replica's applied state. A group that was never opened is opened
     /// and read again.
@@ -141,6 +180,13 @@ impl NodeCtx {
     }
 }
 
+/// The event groups this node leads now.
+fn led_event_groups(ctx: &NodeCtx) -> impl Iterator<Item = Arc<crate::raft::Group>> + '_ {
+    ctx.groups.list().into_iter().filter(|g| {
+        g.id != GroupId::CATALOG && g.raft.metrics().borrow().current_leader == Some(ctx.me)
+    })
+}
+
 /// Forever: every `sweep_interval_ms`, each inventory group this node leads with a
 /// hold that is due gets a sweep proposed (the server aborts it at shutdown). Idle
 /// groups are not touched, so quiesced groups stay quiet.
@@ -151,11 +197,7 @@ pub async fn sweeper(ctx: Arc<NodeCtx>) {
     loop {
         tick.tick().await;
         let now = chrono::Utc::now().timestamp_millis();
-        for g in ctx.groups.list() {
-            if g.id == GroupId::CATALOG || g.raft.metrics().borrow().current_leader != Some(ctx.me)
-            {
-                continue;
-            }
+        for g in led_event_groups(&ctx) {
             let due = {
                 let st = g.state.read();
                 st.machine.inventory().and_then(|i| {
@@ -174,6 +216,75 @@ pub async fn sweeper(ctx: Arc<NodeCtx>) {
             match ctx.propose(g.id, proposal).await {
                 Ok(_) => metrics::counter!("boxoffice_sweeps_total").increment(1),
                 Err(e) => tracing::debug!(group = %g.id, "sweep not applied: {e}"),
+            }
+        }
+    }
+}
+
+/// Forever: every `queue.admit_interval_ms`, each event group this node leads whose
+/// waiting room has work (fans waiting while the sale is open and a slot is free,
+/// or an access window to end) gets a `QueueAdmit` proposed with the event's limits
+/// from the catalog. Rooms with nothing to do are not touched.
+pub async fn admitter(ctx: Arc<NodeCtx>) {
+    let every = Duration::from_millis(ctx.config.queue.admit_interval_ms);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = chrono::Utc::now().timestamp_millis();
+        for g in led_event_groups(&ctx) {
+            let Some(event_id) = g
+                .state
+                .read()
+                .machine
+                .inventory()
+                .and_then(|i| i.event_id())
+            else {
+                continue;
+            };
+            let Some(event) = ctx
+                .with_catalog(|c| c.event_shared(&event_id).cloned())
+                .flatten()
+            else {
+                continue;
+            };
+            let Some(q) = event.spec.queue.as_ref().filter(|q| q.enabled) else {
+                continue;
+            };
+            let due = g
+                .state
+                .read()
+                .machine
+                .inventory()
+                .is_some_and(|i| i.queue_needs_admit(now, q.max_active_shoppers));
+            if !due {
+                continue;
+            }
+            let limits = QueueLimits {
+                max_size: q.max_size,
+                max_per_device: ctx.config.queue.max_entries_per_device,
+                admission_per_second: q.admission_per_second,
+                max_active_shoppers: q.max_active_shoppers,
+                access_window_ms: i64::from(q.access_window_minutes).saturating_mul(60_000),
+            };
+            let proposal = Proposal {
+                request_id: Uuid::new_v4(),
+                body: CommandBody::Inventory(InventoryCommand::QueueAdmit { event_id, limits }),
+            };
+            match ctx.propose(g.id, proposal).await {
+                Ok(a) => {
+                    if let Response::Inventory(InventoryResponse::Queue(QueueOutcome::Admitted {
+                        admitted,
+                        expired,
+                    })) = a.response
+                    {
+                        metrics::counter!("boxoffice_queue_admitted_total")
+                            .increment(u64::from(admitted));
+                        metrics::counter!("boxoffice_queue_windows_ended_total")
+                            .increment(u64::from(expired));
+                    }
+                }
+                Err(e) => tracing::debug!(group = %g.id, "admission not applied: {e}"),
             }
         }
     }

@@ -13,7 +13,8 @@
 //! - [`placement`] — starts and initializes the event groups the catalog places here.
 //! - [`routing`] — gets a proposal applied by its group's leader from any node, and
 //!   read indexes for linearizable reads.
-//! - [`inventory`] — opening event groups, inventory reads, the hold sweeper.
+//! - [`inventory`] — opening event groups, inventory reads, the hold sweeper, the
+//!   waiting rooms' admitter.
 //! - [`api`] — axum routes, error format, middleware.
 //! - [`liveness`] — node-level peer probes.
 //! - [`server`] — [`server::run`], the node as a library function.

@@ -245,6 +245,7 @@ pub async fn run(
         cluster_uuid,
     )));
     tasks.push(tokio::spawn(crate::inventory::sweeper(ctx.clone())));
+    tasks.push(tokio::spawn(crate::inventory::admitter(ctx.clone())));
     {
         let ctx = ctx.clone();
         tasks.push(tokio::spawn(async move {

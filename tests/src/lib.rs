@@ -608,3 +608,20 @@ pub fn prometheus_value(text: &str, series: &str) -> Option<f64> {
             .and_then(|rest| rest.trim().parse().ok())
     })
 }
+
+/// An API error's (status, code), for asserting on refusals.
+pub fn code(e: &boxoffice_client::ClientError) -> (u16, String) {
+    (e.status().unwrap_or(0), e.code().unwrap_or("").to_string())
+}
+
+/// A JSON string's value ("" when it is not a string).
+pub fn s(v: &serde_json::Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// Registers `{name}@example.com` through `c`, logs in, and returns the session token.
+pub async fn user(c: &Client, name: &str) -> Result<String> {
+    let email = format!("{name}@example.com");
+    c.register(&email, "a long password", name).await?;
+    Ok(s(&c.login(&email, "a long password").await?["access_token"]))
+}

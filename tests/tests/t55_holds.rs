@@ -7,23 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use boxoffice_client::{sample_event, Client, ClientError, NewVenue};
-use boxoffice_tests::{wait_for, ClusterOpts, TestCluster};
-use serde_json::{json, Value};
-
-fn code(e: &ClientError) -> (u16, String) {
-    (e.status().unwrap_or(0), e.code().unwrap_or("").to_string())
-}
-
-fn s(v: &Value) -> String {
-    v.as_str().unwrap_or_default().to_string()
-}
-
-/// Registers and logs in a user; returns the token.
-async fn user(c: &Client, name: &str) -> Result<String> {
-    let email = format!("{name}@example.com");
-    c.register(&email, "a long password", name).await?;
-    Ok(s(&c.login(&email, "a long password").await?["access_token"]))
-}
+use boxoffice_tests::{code, s, user, wait_for, ClusterOpts, TestCluster};
+use serde_json::json;
 
 /// A venue of 2 rows x 10 seats and an event on it, put on sale; returns the event
 /// id, its group's leader and the seat ids in map order.

@@ -6,12 +6,8 @@ use std::time::Duration;
 use anyhow::Result;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use boxoffice_tests::{wait_for, ClusterOpts, TestCluster};
+use boxoffice_tests::{code, wait_for, ClusterOpts, TestCluster};
 use serde_json::{json, Value};
-
-fn code(e: &boxoffice_client::ClientError) -> (u16, String) {
-    (e.status().unwrap_or(0), e.code().unwrap_or("").to_string())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_login_me_and_every_bad_token_is_refused() -> Result<()> {

@@ -4,7 +4,8 @@
 //! One file per resource: [`auth`] (accounts), [`tokens`] (session JWTs),
 //! [`admin`] (operators: venues, cluster), [`events`]
 //! (operators: events), [`venues`] (catalog reads), [`event_reads`] (search, event
-//! details, seat maps), [`reservations`] (seat holds), [`openapi`] (the document),
+//! details, seat maps), [`reservations`] (seat holds), [`queue`] (the waiting
+//! room), [`openapi`] (the document),
 //! [`node`] (health and metrics).
 
 mod admin;
@@ -17,6 +18,7 @@ mod events;
 mod extract;
 mod node;
 pub mod openapi;
+mod queue;
 mod ratelimit;
 mod reservations;
 pub mod tokens;
@@ -83,6 +85,9 @@ fn v1_routes() -> (Router<AppState>, Vec<Route>) {
         post "/v1/seats/reserve" => reservations::reserve,
         get "/v1/reservations/{reservation_id}" => reservations::get,
         delete "/v1/reservations/{reservation_id}" => reservations::release,
+        post "/v1/queue/join" => queue::join,
+        get "/v1/queue/status" => queue::status,
+        delete "/v1/queue/leave" => queue::leave,
     }
 }
 

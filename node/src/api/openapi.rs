@@ -17,7 +17,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, apikeys, auth, event_reads, events, node, reservations, venues};
+use super::{admin, apikeys, auth, event_reads, events, node, queue, reservations, venues};
 
 /// The API's description; `Shared` completes it.
 #[derive(OpenApi)]
@@ -47,6 +47,9 @@ use super::{admin, apikeys, auth, event_reads, events, node, reservations, venue
         reservations::reserve,
         reservations::get,
         reservations::release,
+        queue::join,
+        queue::status,
+        queue::leave,
     ),
     modifiers(&Shared),
     tags(
@@ -55,6 +58,7 @@ use super::{admin, apikeys, auth, event_reads, events, node, reservations, venue
         (name = "venues", description = "Venues, read from the local catalog replica"),
         (name = "events", description = "Search, event details and seat maps"),
         (name = "reservations", description = "Seat holds"),
+        (name = "queue", description = "The waiting room of an event whose queue is on"),
         (name = "admin", description = "Operator endpoints (X-Admin-Key)"),
     ),
 )]

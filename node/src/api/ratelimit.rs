@@ -170,10 +170,18 @@ pub async fn limit(State(ctx): State<AppState>, mut req: Request, next: Next) ->
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     // Verify a bearer token once here; the handler's `AuthUser` reuses the claims.
-    let claims = super::tokens::bearer(req.headers())
-        .and_then(|t| super::tokens::verify_session(&ctx, t).ok());
+    // Any valid token keys its user (a queue status poll carries its token in the
+    // query); only a session token's claims go on to the handlers.
+    let token = super::tokens::bearer(req.headers()).or_else(|| {
+        req.uri()
+            .query()?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("queue_token="))
+    });
+    let claims =
+        token.and_then(|t| super::tokens::verify(&ctx, t, &["session", "queue", "access"]).ok());
     let (key, authenticated) = client_key(req.headers(), claims.as_ref(), addr);
-    if let Some(c) = claims {
+    if let Some(c) = claims.filter(|c| c.typ == "session") {
         req.extensions_mut().insert(c);
     }
     let mut scopes = Vec::new();

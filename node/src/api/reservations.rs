@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::error::ErrorBody;
 use super::extract::{request_id_for, Json, Path, IDEMPOTENCY_KEY};
-use super::tokens::AuthUser;
+use super::tokens::{AuthUser, Shopper};
 use super::{ApiError, AppState};
 use crate::domain::ids::{self, Kind};
 use crate::domain::inventory::{
@@ -92,7 +92,7 @@ impl From<&ReservationView> for ReservationBody {
 }
 
 /// Turns a refusal of the event's group into the spec's answer.
-fn refusal(r: InventoryRejection) -> ApiError {
+pub(super) fn refusal(r: InventoryRejection) -> ApiError {
     use InventoryRejection as R;
     match r {
         R::SeatsUnavailable(ids) => ApiError::conflict(
@@ -137,6 +137,7 @@ fn refusal(r: InventoryRejection) -> ApiError {
         }
         R::Invalid(m) => ApiError::validation(m),
         R::Cancelled => ApiError::conflict("NOT_ON_SALE", "the event is cancelled"),
+        R::Queue(q) => super::queue::refusal(q),
         R::NotOpen | R::WrongEvent { .. } => {
             ApiError::internal(format!("inventory refused a routed command: {r:?}"))
         }
@@ -190,8 +191,8 @@ async fn check_seats(ctx: &AppState, info: &EventInfo, seats: &[Uuid]) -> Result
     params(("Idempotency-Key" = Option<String>, Header, description = "A retry returns the first outcome")),
     responses(
         (status = 201, description = "Seats held until expires_at", body = Reserved),
-        (status = 401, description = "Missing or invalid session token", body = ErrorBody),
-        (status = 403, description = "user_id is not the token's user (FORBIDDEN)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid session or access token", body = ErrorBody),
+        (status = 403, description = "user_id is not the token's user, or the event's waiting room is on and this is not its access token (FORBIDDEN)", body = ErrorBody),
         (status = 404, description = "Unknown event, seat or tier", body = ErrorBody),
         (status = 409, description = "SEATS_UNAVAILABLE (details.seat_ids) or NOT_ON_SALE", body = ErrorBody),
         (status = 410, description = "SEATS_SOLD (details.seat_ids)", body = ErrorBody),
@@ -199,7 +200,7 @@ async fn check_seats(ctx: &AppState, info: &EventInfo, seats: &[Uuid]) -> Result
     ))]
 pub async fn reserve(
     State(ctx): State<AppState>,
-    AuthUser(user): AuthUser,
+    Shopper { user, access_event }: Shopper,
     headers: HeaderMap,
     Json(body): Json<ReserveBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -211,6 +212,25 @@ pub async fn reserve(
         ));
     }
     let info = ctx.event_info(&body.event_id).await?;
+    let queue_on = info.event.spec.queue.as_ref().is_some_and(|q| q.enabled);
+    match access_event {
+        Some(e) if e != body.event_id => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "an access token opens only the event whose waiting room gave it",
+            ))
+        }
+        None if queue_on => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "this event's waiting room is on: reserve with the access token it gives when your turn comes",
+            )
+            .with_details(json!({ "queue": "POST /v1/queue/join" })))
+        }
+        _ => {}
+    }
     let pick = match (body.seat_ids, body.quantity) {
         (Some(seats), None) if !seats.is_empty() => {
             if body.tier_id.is_some() {
@@ -248,28 +268,15 @@ pub async fn reserve(
                 .saturating_mul(1000),
         }),
     };
-    let group = GroupId(info.event.group_id);
     // Without an Idempotency-Key nobody can ask for this request's outcome again,
     // so a refusal need not be remembered: the leader answers a conflict from its
     // state after a read index, without a log append (docs/design.md).
-    let first = command(request_id);
-    let mut outcome = if headers.contains_key(IDEMPOTENCY_KEY) {
-        ctx.propose(group, first).await?.response
-    } else {
-        ctx.propose_refusable(group, first).await?.response
-    };
-    if matches!(
-        outcome,
-        Response::Inventory(InventoryResponse::Rejected(InventoryRejection::NotOpen))
-    ) {
-        // The group's first write never landed: open it, then ask again under a
-        // request id derived from this one (the refusal is remembered under it).
-        ctx.open_event(&info).await?;
-        let retry = Uuid::new_v5(&request_id, b"after-open");
-        outcome = ctx.propose(group, command(retry)).await?.response;
-    }
+    let refusable = !headers.contains_key(IDEMPOTENCY_KEY);
+    let outcome = ctx
+        .propose_to_event(&info, request_id, refusable, command)
+        .await?;
     match outcome {
-        Response::Inventory(InventoryResponse::Reserved(v)) => Ok((
+        InventoryResponse::Reserved(v) => Ok((
             StatusCode::CREATED,
             axum::Json(Reserved {
                 reservation_id: v.reservation_id,
@@ -281,7 +288,7 @@ pub async fn reserve(
                 total: decimal_from_cents(v.price_cents.saturating_add(v.fees_cents)),
             }),
         )),
-        Response::Inventory(InventoryResponse::Rejected(r)) => Err(refusal(r)),
+        InventoryResponse::Rejected(r) => Err(refusal(r)),
         other => Err(ApiError::internal(format!(
             "unexpected inventory response {other:?}"
         ))),

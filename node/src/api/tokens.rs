@@ -1,7 +1,11 @@
 //! Session tokens: JWTs signed with the cluster's key (created once at bootstrap and
 //! replicated in the catalog, so every node mints and verifies them). The algorithm
 //! is pinned to HS256; `exp`, `iat`, `iss`, `aud` and `sub` are required and checked,
-//! with no leeway. Queue and access tokens join with a different `typ`.
+//! with no leeway. Queue tokens (`typ` "queue": a place in an event's waiting room)
+//! and access tokens ("access": an admitted shopper of an event, until the end of
+//! the access window) carry the event; a token is good only for what its `typ`
+//! opens. Queue and access tokens are minted from the replicated entry (times
+//! included), so any node mints the same token for the same entry.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -24,9 +28,15 @@ pub struct Claims {
     pub aud: String,
     pub iat: i64,
     pub exp: i64,
-    /// The kind of token: `session` (queue and access tokens come later).
+    /// The kind of token: `session`, `queue` or `access`.
     pub typ: String,
+    /// The event of a queue or access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Uuid>,
 }
+
+/// How long a queue token lasts after its join.
+pub const QUEUE_TOKEN_TTL_SECONDS: i64 = 7 * 24 * 3600;
 
 /// The issuer: the cluster's bootstrap id, so tokens of another cluster fail.
 fn issuer(ctx: &AppState) -> Result<(String, Vec<u8>), ApiError> {
@@ -51,18 +61,71 @@ pub fn mint_session(ctx: &AppState, user: Uuid) -> Result<(String, u64), ApiErro
         iat: now,
         exp: now + ttl as i64,
         typ: "session".into(),
+        event: None,
     };
-    let token = jsonwebtoken::encode(
+    Ok((sign(&claims, &key)?, ttl))
+}
+
+fn sign(claims: &Claims, key: &[u8]) -> Result<String, ApiError> {
+    jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(&key),
+        claims,
+        &EncodingKey::from_secret(key),
     )
-    .map_err(ApiError::internal)?;
-    Ok((token, ttl))
+    .map_err(ApiError::internal)
+}
+
+/// The queue token of `user`'s entry in `event`'s waiting room, joined at
+/// `joined_ms`: the same token every time it is minted for that entry.
+pub fn mint_queue(
+    ctx: &AppState,
+    user: Uuid,
+    event: Uuid,
+    joined_ms: i64,
+) -> Result<String, ApiError> {
+    let (iss, key) = issuer(ctx)?;
+    let iat = joined_ms.div_euclid(1000);
+    let claims = Claims {
+        sub: user,
+        iss,
+        aud: AUDIENCE.to_string(),
+        iat,
+        exp: iat + QUEUE_TOKEN_TTL_SECONDS,
+        typ: "queue".into(),
+        event: Some(event),
+    };
+    sign(&claims, &key)
+}
+
+/// The access token of a shopper admitted to `event` whose window ends at `until_ms`.
+pub fn mint_access(
+    ctx: &AppState,
+    user: Uuid,
+    event: Uuid,
+    admitted_ms: i64,
+    until_ms: i64,
+) -> Result<String, ApiError> {
+    let (iss, key) = issuer(ctx)?;
+    let claims = Claims {
+        sub: user,
+        iss,
+        aud: AUDIENCE.to_string(),
+        iat: admitted_ms.div_euclid(1000),
+        exp: until_ms.div_euclid(1000),
+        typ: "access".into(),
+        event: Some(event),
+    };
+    sign(&claims, &key)
 }
 
 /// Verifies a session token: signature (HS256 only), expiry, issuer, audience.
 pub fn verify_session(ctx: &AppState, token: &str) -> Result<Claims, ApiError> {
+    verify(ctx, token, &["session"])
+}
+
+/// Verifies a token of one of the kinds in `typ` (see [`verify_session`]); queue
+/// and access tokens must name an event.
+pub fn verify(ctx: &AppState, token: &str, typ: &[&str]) -> Result<Claims, ApiError> {
     let (iss, key) = issuer(ctx)?;
     let mut v = Validation::new(Algorithm::HS256);
     v.leeway = 0;
@@ -71,8 +134,17 @@ pub fn verify_session(ctx: &AppState, token: &str) -> Result<Claims, ApiError> {
     v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
     let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&key), &v)
         .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
-    if data.claims.typ != "session" {
-        return Err(ApiError::unauthorized("not a session token"));
+    if !typ.contains(&data.claims.typ.as_str()) {
+        return Err(ApiError::unauthorized(format!(
+            "a {} token does not open this (it takes: {})",
+            data.claims.typ,
+            typ.join(", ")
+        )));
+    }
+    if data.claims.typ != "session" && data.claims.event.is_none() {
+        return Err(ApiError::unauthorized(
+            "a queue or access token names its event",
+        ));
     }
     if data.claims.iat > chrono::Utc::now().timestamp() + 5 {
         return Err(ApiError::unauthorized("token issued in the future"));
@@ -101,25 +173,51 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         ctx: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        // Verified by the rate-limit middleware already, if it ran on this route.
-        let claims = match parts.extensions.get::<Claims>() {
-            Some(c) => c.clone(),
-            None => {
-                if !parts
-                    .headers
-                    .contains_key(axum::http::header::AUTHORIZATION)
-                {
-                    return Err(ApiError::unauthorized(
-                        "missing Authorization: Bearer <token>",
-                    ));
-                }
-                let token = bearer(&parts.headers).ok_or_else(|| {
-                    ApiError::unauthorized("Authorization must be 'Bearer <token>'")
-                })?;
-                verify_session(ctx, token)?
-            }
-        };
+        let claims = request_claims(parts, ctx, &["session"])?;
+        Ok(AuthUser(ctx.user(&claims.sub).await?))
+    }
+}
+
+/// The claims of a request's bearer token, if it is one of the kinds in `typ`. A
+/// session token the rate-limit middleware verified already is not verified again.
+fn request_claims(parts: &Parts, ctx: &AppState, typ: &[&str]) -> Result<Claims, ApiError> {
+    if let Some(c) = parts.extensions.get::<Claims>() {
+        if typ.contains(&c.typ.as_str()) {
+            return Ok(c.clone());
+        }
+    }
+    if !parts
+        .headers
+        .contains_key(axum::http::header::AUTHORIZATION)
+    {
+        return Err(ApiError::unauthorized(format!(
+            "missing Authorization: Bearer <{} token>",
+            typ.join(" or ")
+        )));
+    }
+    let token = bearer(&parts.headers)
+        .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
+    verify(ctx, token, typ)
+}
+
+/// Who may hold seats: a user with a session token, or with the access token of
+/// one event's waiting room (`access_event`); which one an event needs is the
+/// handler's call (an event whose queue is on takes only its access token).
+pub struct Shopper {
+    pub user: User,
+    pub access_event: Option<Uuid>,
+}
+
+impl FromRequestParts<AppState> for Shopper {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let claims = request_claims(parts, ctx, &["session", "access"])?;
         let user = ctx.user(&claims.sub).await?;
-        Ok(AuthUser(user))
+        let access_event = (claims.typ == "access").then_some(claims.event).flatten();
+        Ok(Shopper { user, access_event })
     }
 }

@@ -205,7 +205,7 @@ impl Inventory {
     }
 
     /// The sale status now.
-    fn sale_status(&self, now_ms: i64) -> Option<super::SaleStatus> {
+    pub(super) fn sale_status(&self, now_ms: i64) -> Option<super::SaleStatus> {
         let layout = self.layout.as_ref()?;
         let all_sold = self.sold >= layout.seat_count;
         Some(layout.sale_status(self.status_record().status, now_ms, all_sold))

@@ -6,12 +6,19 @@
 //! Time is the leader's stamp (`ApplyCtx::now_ms`): every command first expires
 //! the holds that are due, so the state a command sees is the state at its time.
 //!
-//! Keys: `o` the event id, `s` the status, `l` the layout, `r{id}` a reservation.
+//! The event's waiting room lives here too ([`queue`]): admission depends on the
+//! sale status, and buying frees a shopper's slot.
+//!
+//! Keys: `o` the event id, `s` the status, `l` the layout, `r{id}` a reservation,
+//! `q…` the waiting room.
 
 mod holds;
 mod layout;
 #[cfg(test)]
 mod proptests;
+pub mod queue;
+#[cfg(test)]
+mod queue_tests;
 #[cfg(test)]
 mod refusal_tests;
 #[cfg(test)]
@@ -19,6 +26,7 @@ mod tests;
 
 pub use holds::{Reservation, ReservationStatus, SeatState};
 pub use layout::{EventLayout, RowLayout, SaleStatus, SectionLayout, TierLayout};
+pub use queue::{EntryState, Join, QueueLimits, QueueOutcome, QueueRejection, QueueView};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -97,6 +105,13 @@ pub enum InventoryCommand {
         event_id: Uuid,
         reservation_id: Uuid,
     },
+    /// A fan joins the waiting room.
+    QueueJoin { event_id: Uuid, join: queue::Join },
+    /// A fan leaves the waiting room, or gives up an access window (idempotent).
+    QueueLeave { event_id: Uuid, user_id: Uuid },
+    /// Ends the access windows that are over and lets the head of the queue in
+    /// (the group leader proposes it while fans wait).
+    QueueAdmit { event_id: Uuid, limits: QueueLimits },
 }
 
 /// Reads of an event's inventory. They judge expiry by the group's replicated
@@ -117,6 +132,8 @@ pub enum InventoryQuery {
     Seats,
     /// One reservation.
     Reservation { reservation_id: Uuid },
+    /// A user's waiting-room entry.
+    Queue { user_id: Uuid },
 }
 
 /// The event and operator status a group holds.
@@ -168,6 +185,7 @@ pub enum InventoryAnswer {
     Availability(Option<AvailabilityView>),
     Seats(Option<SeatsView>),
     Reservation(Option<ReservationView>),
+    Queue(Option<QueueView>),
 }
 
 /// Inventory outcomes.
@@ -186,6 +204,7 @@ pub enum InventoryResponse {
         expired: u32,
     },
     Rejected(InventoryRejection),
+    Queue(QueueOutcome),
 }
 
 /// Business refusals.
@@ -223,6 +242,7 @@ pub enum InventoryRejection {
     /// The reservation is no longer live (released, expired, converted, refunded).
     ReservationClosed(ReservationStatus),
     Invalid(String),
+    Queue(QueueRejection),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -246,6 +266,8 @@ pub struct Inventory {
     per_user: BTreeMap<Uuid, u32>,
     expiries: BTreeSet<(i64, Uuid)>,
     last_updated_ms: i64,
+    /// The waiting room (persisted and restored on its own).
+    queue: Box<queue::WaitingRoom>,
 }
 
 impl Inventory {
@@ -262,12 +284,18 @@ impl Inventory {
             | InventoryCommand::Release { event_id, .. }
             | InventoryCommand::Sweep { event_id }
             | InventoryCommand::Convert { event_id, .. }
-            | InventoryCommand::Refund { event_id, .. } => *event_id,
+            | InventoryCommand::Refund { event_id, .. }
+            | InventoryCommand::QueueJoin { event_id, .. }
+            | InventoryCommand::QueueLeave { event_id, .. }
+            | InventoryCommand::QueueAdmit { event_id, .. } => *event_id,
         };
         if let Err(r) = self.bind(event_id, changes) {
             return InventoryResponse::Rejected(r);
         }
         let expired = self.expire_due(ctx.now_ms, changes);
+        let windows_ended = self.queue.expire_due(ctx.now_ms, changes);
+        let sale = self.sale_status(ctx.now_ms);
+        let sale_open = sale.is_some_and(|s| s.allows_holds());
         let outcome = match cmd {
             InventoryCommand::Open { layout, .. } => {
                 if self.layout.is_none() && layout.event_id == event_id {
@@ -295,12 +323,40 @@ impl Inventory {
                 .release(reservation_id, user_id, ctx, changes)
                 .map(InventoryResponse::Released),
             InventoryCommand::Sweep { .. } => Ok(InventoryResponse::Swept { expired }),
-            InventoryCommand::Convert { reservation_id, .. } => self
-                .convert(reservation_id, ctx, changes)
-                .map(InventoryResponse::Converted),
+            InventoryCommand::Convert { reservation_id, .. } => {
+                let converted = self.convert(reservation_id, ctx, changes);
+                if let Ok(r) = &converted {
+                    self.queue.bought(r.user_id, ctx.now_ms, changes);
+                }
+                converted.map(InventoryResponse::Converted)
+            }
             InventoryCommand::Refund { reservation_id, .. } => self
                 .refund(reservation_id, ctx, changes)
                 .map(InventoryResponse::Refunded),
+            InventoryCommand::QueueJoin { join, .. } => match sale {
+                None => Err(InventoryRejection::NotOpen),
+                Some(s @ (SaleStatus::Cancelled | SaleStatus::Ended)) => {
+                    Err(InventoryRejection::NotOnSale(s))
+                }
+                Some(_) => self
+                    .queue
+                    .join(event_id, join, ctx.now_ms, sale_open, changes)
+                    .map(|v| InventoryResponse::Queue(QueueOutcome::Joined(v)))
+                    .map_err(InventoryRejection::Queue),
+            },
+            InventoryCommand::QueueLeave { user_id, .. } => {
+                let was_live = self.queue.leave(user_id, ctx.now_ms, changes);
+                Ok(InventoryResponse::Queue(QueueOutcome::Left { was_live }))
+            }
+            InventoryCommand::QueueAdmit { limits, .. } => {
+                let admitted = self
+                    .queue
+                    .admit(event_id, limits, ctx.now_ms, sale_open, changes);
+                Ok(InventoryResponse::Queue(QueueOutcome::Admitted {
+                    admitted,
+                    expired: windows_ended,
+                }))
+            }
         };
         outcome.unwrap_or_else(InventoryResponse::Rejected)
     }
@@ -370,6 +426,8 @@ impl Inventory {
         } else if k.first() == Some(&RESERVATION_PREFIX) {
             let r: Reservation = codec::decode(v)?;
             self.reservations.insert(r.reservation_id, r);
+        } else if queue::WaitingRoom::is_key(k) {
+            self.queue.restore(k, v)?;
         } else {
             return Err(Error::Decode(format!("unknown inventory key {k:?}")));
         }
@@ -379,6 +437,7 @@ impl Inventory {
     /// Rebuilds the derived state once every key is restored.
     pub(super) fn finish_restore(&mut self) -> Result<()> {
         self.rebuild();
+        self.queue.finish_restore();
         if let Some(layout) = &self.layout {
             let bad = self
                 .reservations
@@ -407,6 +466,7 @@ impl Inventory {
         for r in self.reservations.values() {
             out.push((reservation_key(&r.reservation_id), encode_value(r)));
         }
+        self.queue.dump(out);
     }
 
     /// Answers `q` as of `now_ms`, the group's replicated clock.
@@ -429,6 +489,9 @@ impl Inventory {
                     .get(reservation_id)
                     .map(|r| self.view_at(r, now_ms)),
             ),
+            InventoryQuery::Queue { user_id } => {
+                InventoryAnswer::Queue(self.queue.entry_of(user_id, now_ms))
+            }
         }
     }
 
@@ -455,6 +518,21 @@ impl Inventory {
     /// The layout, once opened.
     pub fn layout(&self) -> Option<&EventLayout> {
         self.layout.as_deref()
+    }
+
+    /// The waiting room.
+    pub fn waiting_room(&self) -> &queue::WaitingRoom {
+        &self.queue
+    }
+
+    /// Whether a `QueueAdmit` at `now_ms` would change anything: an access window
+    /// to end, or fans waiting while the sale is open and a shopper slot is free.
+    pub fn queue_needs_admit(&self, now_ms: i64, max_active_shoppers: u32) -> bool {
+        let (queued, active) = self.queue.counts();
+        self.queue.window_due(now_ms)
+            || (queued > 0
+                && active < u64::from(max_active_shoppers)
+                && self.sale_status(now_ms).is_some_and(|s| s.allows_holds()))
     }
 
     /// The earliest expiry of a live hold, for the leader's sweeper.
