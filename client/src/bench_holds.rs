@@ -98,22 +98,52 @@ pub async fn register_users(
     n: usize,
     tag: &str,
 ) -> anyhow::Result<Vec<String>> {
+    register_users_at(clients, n, tag, 16).await
+}
+
+/// Like [`register_users`], `concurrency` at a time.
+pub async fn register_users_at(
+    clients: &[Client],
+    n: usize,
+    tag: &str,
+    concurrency: usize,
+) -> anyhow::Result<Vec<String>> {
     let results: Vec<anyhow::Result<String>> = stream::iter(0..n)
         .map(|i| {
             let client = clients[i % clients.len()].clone();
             let email = format!("bench-{tag}-{i}@example.com");
             async move {
-                client
-                    .register(&email, "bench password", "Bench Fan")
-                    .await?;
-                let login = client.login(&email, "bench password").await?;
+                // Refused unwritten (429/503: the node or the catalog is busy):
+                // back off and ask again, as a fan's app would. An account that a
+                // lost answer created already is taken: then it is ours.
+                let mut pause = Duration::from_millis(50);
+                loop {
+                    match client.register(&email, "bench password", "Bench Fan").await {
+                        Ok(_) => break,
+                        Err(e) if e.status() == Some(409) => break,
+                        Err(e) if matches!(e.status(), Some(429 | 503)) => {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(2));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                let login = loop {
+                    match client.login(&email, "bench password").await {
+                        Err(e) if matches!(e.status(), Some(429 | 503)) => {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(2));
+                        }
+                        other => break other?,
+                    }
+                };
                 Ok(login["access_token"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string())
             }
         })
-        .buffer_unordered(16)
+        .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
     results.into_iter().collect()

@@ -236,7 +236,8 @@ pub struct Step {
 }
 
 /// What kind of failure an error is, for the report.
-fn failure_kind(e: &ClientError) -> String {
+/// A failure's kind for the report: transport trouble, or an API status and code.
+pub fn failure_kind(e: &ClientError) -> String {
     match e {
         ClientError::Transport(t) if t.is_timeout() => "timeout".into(),
         ClientError::Transport(t) if t.is_connect() => "connect".into(),

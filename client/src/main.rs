@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use boxoffice_client::bench_targets::{Boxoffice, Etcd, Postgres, Target};
-use boxoffice_client::{bench, bench_holds, bench_load, Client, NewVenue};
+use boxoffice_client::{bench, bench_holds, bench_load, bench_queue, Client, NewVenue};
 
 /// mimalloc instead of glibc malloc: allocation-heavy request paths (HTTP, JSON, gRPC)
 /// spent ~20% of their CPU in glibc's malloc/free.
@@ -120,6 +120,27 @@ enum BenchCmd {
         clients: usize,
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+    },
+    /// The waiting room at on-sale: N fans join one event's queue (a burst from
+    /// `joiners` clients), then their status is polled open-loop at `poll_rate`.
+    Queue {
+        #[arg(long, value_delimiter = ',')]
+        urls: Vec<String>,
+        #[arg(long, default_value_t = 100_000)]
+        fans: usize,
+        #[arg(long, default_value_t = 128)]
+        joiners: usize,
+        /// Status polls per second, spread over every node.
+        #[arg(long, default_value_t = 5_000.0)]
+        poll_rate: f64,
+        #[arg(long, default_value_t = 20)]
+        poll_seconds: u64,
+        /// The event's admission rate (fans let in per second).
+        #[arg(long, default_value_t = 10)]
+        admission_per_second: u32,
+        /// Write the report as JSON here too.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
     },
     /// Open-loop holds stepped from half to three times the measured capacity;
     /// goodput, served p99, and how fast the excess is refused.
@@ -318,6 +339,54 @@ async fn main() -> anyhow::Result<()> {
                 urls.join(", ")
             );
             print!("{}", bench_load::mixed_table(&report));
+        }
+        Cmd::Bench(BenchCmd::Queue {
+            urls,
+            fans,
+            joiners,
+            poll_rate,
+            poll_seconds,
+            admission_per_second,
+            json,
+        }) => {
+            let urls = or_default(urls, &cli.url);
+            let pool = bench::clients(&urls, &admin_key()?)?;
+            let tag = uuid::Uuid::new_v4().simple().to_string();
+            println!("registering {fans} users ...");
+            let started = std::time::Instant::now();
+            let tokens = bench_holds::register_users_at(&pool, *fans, &tag[..8], 128).await?;
+            println!(
+                "registered {fans} users in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            let opts = bench_queue::QueueOptions {
+                joiners: *joiners,
+                poll_rate: *poll_rate,
+                poll_seconds: *poll_seconds,
+                admission_per_second: *admission_per_second,
+            };
+            let report = bench_queue::queue(pool, tokens, opts).await?;
+            println!("waiting room: one event, against {}", urls.join(", "));
+            print!("{}", bench_queue::table(&report));
+            if !report.join_failures.is_empty() {
+                println!("failed joins by kind: {:?}", report.join_failures);
+            }
+            println!("correctness: {}", report.check);
+            if let Some(path) = json {
+                let j = &report.joins;
+                let p = &report.polls;
+                let ms = |q: f64| p.hist.value_at_quantile(q) as f64 / 1000.0;
+                let doc = serde_json::json!({
+                    "fans": report.fans,
+                    "joins_per_s": j.throughput(), "join_errors": j.errors,
+                    "join_p50_ms": j.p50_ms, "join_p99_ms": j.p99_ms,
+                    "polls_offered_per_s": p.offered, "polls_ok": p.ok, "poll_errors": p.errors,
+                    "polls_per_s": p.ok as f64 / p.elapsed.as_secs_f64(),
+                    "poll_p50_ms": ms(0.5), "poll_p99_ms": ms(0.99), "per_node": p.per_node,
+                    "join_failures": report.join_failures, "check": report.check,
+                });
+                std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
+            }
         }
         Cmd::Bench(BenchCmd::Overload {
             urls,

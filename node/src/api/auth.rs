@@ -93,9 +93,16 @@ pub async fn register(
     let name = body.name.trim().to_string();
     crate::domain::catalog::check_name("name", &name, false).map_err(ApiError::validation)?;
     let password = body.password;
+    let params = argon2::Params::new(
+        ctx.config.api.password_hash_memory_kib,
+        ctx.config.api.password_hash_iterations,
+        1,
+        None,
+    )
+    .map_err(ApiError::internal)?;
     let password_hash = blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
+        Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
     })

@@ -136,6 +136,12 @@ async fn queued_event(
     Ok((info, limits))
 }
 
+/// The status rate limit's pace in seconds: a fan polling faster would be refused.
+fn poll_floor(ctx: &AppState) -> u64 {
+    let l = ctx.config.rate_limits.queue_status;
+    l.window_seconds.div_ceil(u64::from(l.requests.max(1)))
+}
+
 /// The room's limits of an event whose queue is on.
 pub fn limits_of(ctx: &AppState, info: &EventInfo) -> Option<QueueLimits> {
     let q = info.event.spec.queue.as_ref().filter(|q| q.enabled)?;
@@ -226,7 +232,7 @@ pub async fn join(
                 ),
                 queue_size: v.size,
                 status: status_name(v.state),
-                poll_interval_seconds: poll_interval_seconds(v.position),
+                poll_interval_seconds: poll_interval_seconds(v.position, poll_floor(&ctx)),
             }))
         }
         InventoryResponse::Rejected(InventoryRejection::Queue(QueueRejection::AlreadyInQueue(
@@ -319,7 +325,7 @@ pub async fn status(
         status: status_name(v.state),
         access_granted: access_token.is_some(),
         queue_size: v.size,
-        poll_interval_seconds: poll_interval_seconds(v.position),
+        poll_interval_seconds: poll_interval_seconds(v.position, poll_floor(&ctx)),
         access_token,
         expires_at,
     }))

@@ -545,12 +545,14 @@ pub fn estimated_wait_minutes(view: &QueueView, configured_per_second: u32, now_
     (view.position as f64 / per_second / 60.0).ceil() as u64
 }
 
-/// How often a fan at `position` should poll: often near the front, rarely far back.
-pub fn poll_interval_seconds(position: u64) -> u64 {
-    match position {
+/// How often a fan at `position` should poll: often near the front, rarely far
+/// back, and never more often than `floor_seconds` (the status rate limit's pace).
+pub fn poll_interval_seconds(position: u64, floor_seconds: u64) -> u64 {
+    let by_position = match position {
         0..=100 => 5,
         101..=1_000 => 10,
         1_001..=10_000 => 30,
         _ => 60,
-    }
+    };
+    by_position.max(floor_seconds)
 }

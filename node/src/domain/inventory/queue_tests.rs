@@ -305,7 +305,9 @@ fn estimates_use_the_measured_rate_once_there_is_one() {
     v.first_admit_ms = 0;
     // 100 in 100 s: 1/s, so 600 ahead is 10 minutes.
     assert_eq!(queue::estimated_wait_minutes(&v, 10, 100 * SEC), 10);
-    assert!(queue::poll_interval_seconds(1) < queue::poll_interval_seconds(50_000));
+    assert!(queue::poll_interval_seconds(1, 0) < queue::poll_interval_seconds(50_000, 0));
+    // Never faster than the status rate limit allows (2 a minute: every 30 s).
+    assert_eq!(queue::poll_interval_seconds(1, 30), 30);
 }
 
 #[derive(Debug, Clone)]
