@@ -221,14 +221,30 @@ pub async fn sweeper(ctx: Arc<NodeCtx>) {
     }
 }
 
+/// The waiting-room limits of `event` if its queue is on: the event's settings
+/// and the cluster's per-device cap, as the room's commands carry them.
+pub fn queue_limits(config: &crate::config::ClusterConfig, event: &Event) -> Option<QueueLimits> {
+    let q = event.spec.queue.as_ref().filter(|q| q.enabled)?;
+    Some(QueueLimits {
+        max_size: q.max_size,
+        max_per_device: config.queue.max_entries_per_device,
+        admission_per_second: q.admission_per_second,
+        max_active_shoppers: q.max_active_shoppers,
+        access_window_ms: i64::from(q.access_window_minutes).saturating_mul(60_000),
+    })
+}
+
 /// Forever: every `queue.admit_interval_ms`, each event group this node leads whose
-/// waiting room has work (fans waiting while the sale is open and a slot is free,
-/// or an access window to end) gets a `QueueAdmit` proposed with the event's limits
-/// from the catalog. Rooms with nothing to do are not touched.
+/// waiting room has work (fans waiting while the sale is open, a slot is free and
+/// an admission is due, or an access window to end) gets a `QueueAdmit` proposed
+/// with the event's limits from the catalog. Each group's proposal runs on its own
+/// (a group without a quorum does not hold the others back), at most one at a time
+/// per group. Rooms with nothing to do are not touched.
 pub async fn admitter(ctx: Arc<NodeCtx>) {
     let every = Duration::from_millis(ctx.config.queue.admit_interval_ms);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let busy: Arc<Mutex<std::collections::HashSet<GroupId>>> = Arc::default();
     loop {
         tick.tick().await;
         let now = chrono::Utc::now().timestamp_millis();
@@ -242,13 +258,13 @@ pub async fn admitter(ctx: Arc<NodeCtx>) {
             else {
                 continue;
             };
-            let Some(event) = ctx
-                .with_catalog(|c| c.event_shared(&event_id).cloned())
+            let Some(limits) = ctx
+                .with_catalog(|c| {
+                    c.event_shared(&event_id)
+                        .and_then(|e| queue_limits(&ctx.config, e))
+                })
                 .flatten()
             else {
-                continue;
-            };
-            let Some(q) = event.spec.queue.as_ref().filter(|q| q.enabled) else {
                 continue;
             };
             let due = g
@@ -256,36 +272,34 @@ pub async fn admitter(ctx: Arc<NodeCtx>) {
                 .read()
                 .machine
                 .inventory()
-                .is_some_and(|i| i.queue_needs_admit(now, q.max_active_shoppers));
-            if !due {
+                .is_some_and(|i| i.queue_needs_admit(now, &limits));
+            if !due || !busy.lock().unwrap_or_else(|p| p.into_inner()).insert(g.id) {
                 continue;
             }
-            let limits = QueueLimits {
-                max_size: q.max_size,
-                max_per_device: ctx.config.queue.max_entries_per_device,
-                admission_per_second: q.admission_per_second,
-                max_active_shoppers: q.max_active_shoppers,
-                access_window_ms: i64::from(q.access_window_minutes).saturating_mul(60_000),
-            };
             let proposal = Proposal {
                 request_id: Uuid::new_v4(),
                 body: CommandBody::Inventory(InventoryCommand::QueueAdmit { event_id, limits }),
             };
-            match ctx.propose(g.id, proposal).await {
-                Ok(a) => {
-                    if let Response::Inventory(InventoryResponse::Queue(QueueOutcome::Admitted {
-                        admitted,
-                        expired,
-                    })) = a.response
-                    {
-                        metrics::counter!("boxoffice_queue_admitted_total")
-                            .increment(u64::from(admitted));
-                        metrics::counter!("boxoffice_queue_windows_ended_total")
-                            .increment(u64::from(expired));
+            let (ctx, busy, group) = (ctx.clone(), busy.clone(), g.id);
+            tokio::spawn(async move {
+                match ctx.propose(group, proposal).await {
+                    Ok(a) => {
+                        if let Response::Inventory(InventoryResponse::Queue(
+                            QueueOutcome::Admitted { admitted, expired },
+                        )) = a.response
+                        {
+                            metrics::counter!("boxoffice_queue_admitted_total")
+                                .increment(u64::from(admitted));
+                            metrics::counter!("boxoffice_queue_windows_ended_total")
+                                .increment(u64::from(expired));
+                        }
                     }
+                    Err(e) => tracing::debug!(%group, "admission not applied: {e}"),
                 }
-                Err(e) => tracing::debug!(group = %g.id, "admission not applied: {e}"),
-            }
+                busy.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&group);
+            });
         }
     }
 }

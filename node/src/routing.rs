@@ -506,22 +506,33 @@ impl Router {
         if leader == Some(self.me()) {
             return self.read_index(group.id, deadline).await;
         }
-        let router = self.clone();
+        let started = Instant::now();
         let (id, round) = (group.id, group.remote_reads.round_timeout());
-        let shared = group.remote_reads.shared(move || {
-            let router = router.clone();
-            async move {
-                match router.read_index(id, round).await {
-                    Ok(point) => Ok(Ok(point)),
-                    Err(RouteError::Fatal { reason, .. }) => Err(reason),
-                    Err(_) => Ok(Err(None)),
+        let mut pause = Duration::from_millis(20);
+        // A round finds no leader during an election: try again, backing off, until
+        // the deadline (as `route` does for a single caller).
+        loop {
+            let router = self.clone();
+            let shared = group.remote_reads.shared(move || {
+                let router = router.clone();
+                async move {
+                    match router.read_index(id, round).await {
+                        Ok(point) => Ok(Ok(point)),
+                        Err(RouteError::Fatal { reason, .. }) => Err(reason),
+                        Err(_) => Ok(Err(None)),
+                    }
                 }
+            });
+            let left = deadline.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, shared).await {
+                Ok(Ok(Ok(point))) => return Ok(point),
+                Ok(Err(reason)) => return Err(RouteError::Fatal { group: id, reason }),
+                Ok(Ok(Err(_))) if started.elapsed() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(320));
+                }
+                Ok(Ok(Err(_))) | Err(_) => return Err(RouteError::NoLeader { group: id }),
             }
-        });
-        match tokio::time::timeout(deadline, shared).await {
-            Ok(Ok(Ok(point))) => Ok(point),
-            Ok(Err(reason)) => Err(RouteError::Fatal { group: id, reason }),
-            Ok(Ok(Err(_))) | Err(_) => Err(RouteError::NoLeader { group: id }),
         }
     }
 
@@ -553,11 +564,20 @@ impl Router {
             .machine
             .refusal_from_state(proposal, now)?;
         group.touch();
-        let point = self.read_point(&group, deadline).await.ok()?;
+        // Not past one round's timeout: without a leader to vouch for the state,
+        // the usual route (which waits for one) takes the request.
+        let budget = deadline.min(group.remote_reads.round_timeout());
+        let point = self.read_point(&group, budget).await.ok()?;
+        // A leader that sends no clock (an older node) leaves expiry undecidable here.
+        if point.time_ms == 0 {
+            return None;
+        }
+        // A replica far behind would spend the request's time catching up: the
+        // same budget, then the usual route.
         wait_applied(
             &group,
             point.index,
-            deadline.saturating_sub(started.elapsed()),
+            budget.saturating_sub(started.elapsed()),
         )
         .await
         .ok()?;

@@ -104,9 +104,10 @@ async fn join_status_admission_access_and_leave_through_every_node() -> Result<(
         .await
         .unwrap_err();
     assert_eq!(code(&e), (409, "ALREADY_IN_QUEUE".into()));
-    if let ClientError::Api { details, .. } = &e {
-        assert_eq!(s(&details["queue_token"]), qa);
-    }
+    let ClientError::Api { details, .. } = &e else {
+        panic!("not an API error: {e:?}");
+    };
+    assert_eq!(s(&details["queue_token"]), qa);
     // 403 past the device cap (1 per device here).
     let e = lead
         .join_queue(&b, &json!({"event_id": ev}), Some("dev-a"))
@@ -186,10 +187,16 @@ async fn join_status_admission_access_and_leave_through_every_node() -> Result<(
     .await?;
     assert_eq!(sc["queue_size"], json!(1));
     assert_eq!(lead.queue_status(&qb).await?["status"], json!("LEFT"));
-    // a gives the window up: the slot goes to c.
+    // a gives the window up: the slot goes to c, and a's access token, still
+    // unexpired, holds nothing more (the group checks the window, not the token).
     lead.leave_queue(&access).await?;
     until_status(&foll, &qc, "READY").await?;
     assert_eq!(lead.queue_status(&qa).await?["status"], json!("LEFT"));
+    let e = third
+        .reserve(&access, &json!({"event_id": ev, "quantity": 1}), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), (403, "FORBIDDEN".into()), "{e:?}");
     Ok(())
 }
 

@@ -110,6 +110,11 @@ pub(super) fn refusal(r: QueueRejection) -> ApiError {
             e.retry_after = Some(30);
             e
         }
+        QueueRejection::NotAdmitted => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "your access window is over, or you left it or bought: join the queue again",
+        ),
         QueueRejection::DeviceLimit { max_per_device } => ApiError::new(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",
@@ -143,15 +148,8 @@ fn poll_floor(ctx: &AppState) -> u64 {
 }
 
 /// The room's limits of an event whose queue is on.
-pub fn limits_of(ctx: &AppState, info: &EventInfo) -> Option<QueueLimits> {
-    let q = info.event.spec.queue.as_ref().filter(|q| q.enabled)?;
-    Some(QueueLimits {
-        max_size: q.max_size,
-        max_per_device: ctx.config.queue.max_entries_per_device,
-        admission_per_second: q.admission_per_second,
-        max_active_shoppers: q.max_active_shoppers,
-        access_window_ms: i64::from(q.access_window_minutes).saturating_mul(60_000),
-    })
+fn limits_of(ctx: &AppState, info: &EventInfo) -> Option<QueueLimits> {
+    crate::inventory::queue_limits(&ctx.config, &info.event)
 }
 
 /// `POST /v1/queue/join`.
@@ -307,16 +305,19 @@ pub async fn status(
     let v = entry(&ctx, &info, user).await?;
     let now = Utc::now().timestamp_millis();
     let (access_token, expires_at) = match v.state {
-        EntryState::Ready { until_ms } => {
-            let window = limits_of(&ctx, &info).map_or(0, |l| l.access_window_ms);
-            let admitted = until_ms.saturating_sub(window);
-            (
-                Some(tokens::mint_access(
-                    &ctx, user, event_id, admitted, until_ms,
-                )?),
-                DateTime::from_timestamp_millis(until_ms),
-            )
-        }
+        EntryState::Ready {
+            admitted_ms,
+            until_ms,
+        } => (
+            Some(tokens::mint_access(
+                &ctx,
+                user,
+                event_id,
+                admitted_ms,
+                until_ms,
+            )?),
+            DateTime::from_timestamp_millis(until_ms),
+        ),
         _ => (None, None),
     };
     Ok(axum::Json(QueueStatusBody {

@@ -172,12 +172,12 @@ pub async fn limit(State(ctx): State<AppState>, mut req: Request, next: Next) ->
     // Verify a bearer token once here; the handler's `AuthUser` reuses the claims.
     // Any valid token keys its user (a queue status poll carries its token in the
     // query); only a session token's claims go on to the handlers.
-    let token = super::tokens::bearer(req.headers()).or_else(|| {
-        req.uri()
-            .query()?
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("queue_token="))
-    });
+    // The same precedence as the status handler: `?queue_token=` first.
+    let token = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("queue_token=")))
+        .or_else(|| super::tokens::bearer(req.headers()));
     let claims =
         token.and_then(|t| super::tokens::verify(&ctx, t, &["session", "queue", "access"]).ok());
     let (key, authenticated) = client_key(req.headers(), claims.as_ref(), addr);

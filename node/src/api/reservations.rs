@@ -255,18 +255,26 @@ pub async fn reserve(
     };
     let event_id = body.event_id;
     let request_id = request_id_for(&headers, &format!("seats.reserve.{}", user.user_id))?;
-    let command = |request_id: Uuid| Proposal {
-        // A deterministic reservation id per request: a retry names the same hold.
-        request_id,
-        body: CommandBody::Inventory(InventoryCommand::Reserve {
+    let command = |request_id: Uuid| {
+        let reserve = InventoryCommand::Reserve {
             event_id,
+            // A deterministic reservation id per request: a retry names the same hold.
             reservation_id: ids::reservation(&event_id, &Uuid::new_v5(&request_id, b"hold")),
             user_id: user.user_id,
             pick: pick.clone(),
             hold_ms: i64::try_from(ctx.config.inventory.hold_seconds)
                 .unwrap_or(600)
                 .saturating_mul(1000),
-        }),
+        };
+        Proposal {
+            request_id,
+            // While the waiting room is on, the group checks the shopper's window.
+            body: CommandBody::Inventory(if queue_on {
+                InventoryCommand::AsShopper(Box::new(reserve))
+            } else {
+                reserve
+            }),
+        }
     };
     // Without an Idempotency-Key nobody can ask for this request's outcome again,
     // so a refusal need not be remembered: the leader answers a conflict from its

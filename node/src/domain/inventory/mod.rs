@@ -112,6 +112,29 @@ pub enum InventoryCommand {
     /// Ends the access windows that are over and lets the head of the queue in
     /// (the group leader proposes it while fans wait).
     QueueAdmit { event_id: Uuid, limits: QueueLimits },
+    /// A `Reserve` made with a waiting room's access token: applied only while its
+    /// user is an admitted shopper (window open, not left, not bought), else
+    /// refused with `QueueRejection::NotAdmitted`.
+    AsShopper(Box<InventoryCommand>),
+}
+
+impl InventoryCommand {
+    /// The event a command names.
+    pub fn event_id(&self) -> Uuid {
+        match self {
+            InventoryCommand::Open { event_id, .. }
+            | InventoryCommand::SetStatus { event_id, .. }
+            | InventoryCommand::Reserve { event_id, .. }
+            | InventoryCommand::Release { event_id, .. }
+            | InventoryCommand::Sweep { event_id }
+            | InventoryCommand::Convert { event_id, .. }
+            | InventoryCommand::Refund { event_id, .. }
+            | InventoryCommand::QueueJoin { event_id, .. }
+            | InventoryCommand::QueueLeave { event_id, .. }
+            | InventoryCommand::QueueAdmit { event_id, .. } => *event_id,
+            InventoryCommand::AsShopper(inner) => inner.event_id(),
+        }
+    }
 }
 
 /// Reads of an event's inventory. They judge expiry by the group's replicated
@@ -277,18 +300,7 @@ impl Inventory {
         ctx: ApplyCtx,
         changes: &mut Vec<Change>,
     ) -> InventoryResponse {
-        let event_id = match &cmd {
-            InventoryCommand::Open { event_id, .. }
-            | InventoryCommand::SetStatus { event_id, .. }
-            | InventoryCommand::Reserve { event_id, .. }
-            | InventoryCommand::Release { event_id, .. }
-            | InventoryCommand::Sweep { event_id }
-            | InventoryCommand::Convert { event_id, .. }
-            | InventoryCommand::Refund { event_id, .. }
-            | InventoryCommand::QueueJoin { event_id, .. }
-            | InventoryCommand::QueueLeave { event_id, .. }
-            | InventoryCommand::QueueAdmit { event_id, .. } => *event_id,
-        };
+        let event_id = cmd.event_id();
         if let Err(r) = self.bind(event_id, changes) {
             return InventoryResponse::Rejected(r);
         }
@@ -296,6 +308,24 @@ impl Inventory {
         let windows_ended = self.queue.expire_due(ctx.now_ms, changes);
         let sale = self.sale_status(ctx.now_ms);
         let sale_open = sale.is_some_and(|s| s.allows_holds());
+        let cmd = match cmd {
+            InventoryCommand::AsShopper(inner) => match *inner {
+                InventoryCommand::Reserve { user_id, .. }
+                    if !self.queue.is_shopper(&user_id, ctx.now_ms) =>
+                {
+                    return InventoryResponse::Rejected(InventoryRejection::Queue(
+                        QueueRejection::NotAdmitted,
+                    ));
+                }
+                reserve @ InventoryCommand::Reserve { .. } => reserve,
+                _ => {
+                    return InventoryResponse::Rejected(InventoryRejection::Invalid(
+                        "only a hold is made as a shopper".into(),
+                    ))
+                }
+            },
+            cmd => cmd,
+        };
         let outcome = match cmd {
             InventoryCommand::Open { layout, .. } => {
                 if self.layout.is_none() && layout.event_id == event_id {
@@ -324,8 +354,14 @@ impl Inventory {
                 .map(InventoryResponse::Released),
             InventoryCommand::Sweep { .. } => Ok(InventoryResponse::Swept { expired }),
             InventoryCommand::Convert { reservation_id, .. } => {
+                let was_live = self
+                    .reservations
+                    .get(&reservation_id)
+                    .is_some_and(|r| r.status == ReservationStatus::Active);
                 let converted = self.convert(reservation_id, ctx, changes);
-                if let Ok(r) = &converted {
+                // A purchase frees the buyer's shopper slot (a repeated convert
+                // of the same hold does not touch a later admission).
+                if let (Ok(r), true) = (&converted, was_live) {
                     self.queue.bought(r.user_id, ctx.now_ms, changes);
                 }
                 converted.map(InventoryResponse::Converted)
@@ -348,6 +384,9 @@ impl Inventory {
                 let was_live = self.queue.leave(user_id, ctx.now_ms, changes);
                 Ok(InventoryResponse::Queue(QueueOutcome::Left { was_live }))
             }
+            InventoryCommand::AsShopper(_) => Err(InventoryRejection::Invalid(
+                "a shopper's command inside another".into(),
+            )),
             InventoryCommand::QueueAdmit { limits, .. } => {
                 let admitted = self
                     .queue
@@ -507,7 +546,24 @@ impl Inventory {
         cmd: &InventoryCommand,
         now_ms: i64,
     ) -> Option<InventoryRejection> {
-        self.reserve_refusal(cmd, now_ms)
+        match cmd {
+            InventoryCommand::AsShopper(inner) => {
+                let InventoryCommand::Reserve {
+                    event_id, user_id, ..
+                } = inner.as_ref()
+                else {
+                    return None;
+                };
+                if self.event_id != Some(*event_id) {
+                    return None;
+                }
+                if !self.queue.is_shopper(user_id, now_ms) {
+                    return Some(InventoryRejection::Queue(QueueRejection::NotAdmitted));
+                }
+                self.reserve_refusal(inner, now_ms)
+            }
+            cmd => self.reserve_refusal(cmd, now_ms),
+        }
     }
 
     /// The operator's status.
@@ -526,12 +582,14 @@ impl Inventory {
     }
 
     /// Whether a `QueueAdmit` at `now_ms` would change anything: an access window
-    /// to end, or fans waiting while the sale is open and a shopper slot is free.
-    pub fn queue_needs_admit(&self, now_ms: i64, max_active_shoppers: u32) -> bool {
+    /// to end, or fans waiting while the sale is open, a shopper slot is free and
+    /// the bucket holds an admission.
+    pub fn queue_needs_admit(&self, now_ms: i64, limits: &QueueLimits) -> bool {
         let (queued, active) = self.queue.counts();
         self.queue.window_due(now_ms)
             || (queued > 0
-                && active < u64::from(max_active_shoppers)
+                && active < u64::from(limits.max_active_shoppers)
+                && self.queue.has_token(now_ms, limits.admission_per_second)
                 && self.sale_status(now_ms).is_some_and(|s| s.allows_holds()))
     }
 

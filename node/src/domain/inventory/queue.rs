@@ -52,8 +52,9 @@ pub struct Join {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryState {
     Queued,
-    /// Admitted: may shop until `until_ms`.
+    /// Admitted at `admitted_ms`: may shop until `until_ms`.
     Ready {
+        admitted_ms: i64,
         until_ms: i64,
     },
     /// Left the queue or gave up the access window.
@@ -133,6 +134,8 @@ pub enum QueueRejection {
     DeviceLimit {
         max_per_device: u32,
     },
+    /// A hold made with an access token whose window is over, given up, or used.
+    NotAdmitted,
 }
 
 /// Outcomes of the room's commands.
@@ -235,6 +238,7 @@ impl WaitingRoom {
     fn index(&mut self, e: &QueueEntry) {
         match e.state {
             EntryState::Queued => {
+                debug_assert!(e.key < self.meta.next_seq, "order keys are below next_seq");
                 if e.key as usize >= self.ranks.len() {
                     // Grow by doubling; rebuilds indexes this entry too.
                     self.meta.next_seq = self.meta.next_seq.max(e.key + 1);
@@ -244,7 +248,7 @@ impl WaitingRoom {
                 self.ranks.add(e.key as usize, 1);
                 self.queued.insert(e.key, e.user_id);
             }
-            EntryState::Ready { until_ms } => {
+            EntryState::Ready { until_ms, .. } => {
                 self.ready.insert((until_ms, e.user_id));
             }
             _ => return,
@@ -260,7 +264,7 @@ impl WaitingRoom {
                 self.ranks.add(e.key as usize, -1);
                 self.queued.remove(&e.key);
             }
-            EntryState::Ready { until_ms } => {
+            EntryState::Ready { until_ms, .. } => {
                 self.ready.remove(&(until_ms, e.user_id));
             }
             _ => return,
@@ -445,7 +449,14 @@ impl WaitingRoom {
             let Some((_, user)) = self.queued.first_key_value().map(|(k, u)| (*k, *u)) else {
                 break;
             };
-            self.set_state(user, EntryState::Ready { until_ms }, changes);
+            self.set_state(
+                user,
+                EntryState::Ready {
+                    admitted_ms: now_ms,
+                    until_ms,
+                },
+                changes,
+            );
         }
         if n > 0 {
             self.meta.tokens_milli -= n * 1000;
@@ -456,6 +467,23 @@ impl WaitingRoom {
         }
         self.save_meta(changes);
         n as u32
+    }
+
+    /// Whether `user` is an admitted shopper at `now_ms` (window open).
+    pub fn is_shopper(&self, user: &Uuid, now_ms: i64) -> bool {
+        matches!(
+            self.entries.get(user).map(|e| e.state),
+            Some(EntryState::Ready { until_ms, .. }) if until_ms > now_ms
+        )
+    }
+
+    /// Whether the bucket holds at least one admission at `now_ms`.
+    pub fn has_token(&self, now_ms: i64, admission_per_second: u32) -> bool {
+        let elapsed = u64::try_from(now_ms.saturating_sub(self.meta.refill_ms)).unwrap_or(0);
+        self.meta
+            .tokens_milli
+            .saturating_add(elapsed.saturating_mul(u64::from(admission_per_second)))
+            >= 1000
     }
 
     /// Whether an access window is over at `now_ms`.
@@ -470,7 +498,7 @@ impl WaitingRoom {
 
     fn view(&self, e: &QueueEntry, now_ms: i64) -> QueueView {
         let state = match e.state {
-            EntryState::Ready { until_ms } if until_ms <= now_ms => {
+            EntryState::Ready { until_ms, .. } if until_ms <= now_ms => {
                 EntryState::Expired { at_ms: until_ms }
             }
             s => s,

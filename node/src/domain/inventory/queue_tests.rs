@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::tests::{Harness, EVENT, MIN};
 use super::*;
+use crate::domain::{GroupKind, GroupMachine};
 
 const SEC: i64 = 1_000;
 
@@ -288,6 +289,97 @@ fn an_ended_window_or_a_purchase_frees_a_shoppers_slot() {
     h.check_restore();
 }
 
+fn shop(h: &mut Harness, at: i64, n: u128, id: u128) -> InventoryResponse {
+    h.run(
+        at,
+        InventoryCommand::AsShopper(Box::new(InventoryCommand::Reserve {
+            event_id: EVENT,
+            reservation_id: Uuid::from_u128(id),
+            user_id: user(n),
+            pick: Pick::Best {
+                quantity: 1,
+                tier_id: None,
+            },
+            hold_ms: MIN,
+        })),
+    )
+}
+
+fn not_admitted(r: &InventoryResponse) -> bool {
+    matches!(
+        r,
+        InventoryResponse::Rejected(InventoryRejection::Queue(QueueRejection::NotAdmitted))
+    )
+}
+
+#[test]
+fn only_a_shopper_in_an_open_window_holds_seats() {
+    let mut h = room(SEC);
+    for n in 0..3 {
+        join(&mut h, 2 * SEC, n);
+    }
+    let l = QueueLimits {
+        admission_per_second: 100,
+        max_active_shoppers: 2,
+        ..limits()
+    };
+    assert_eq!(admit(&mut h, 3 * SEC, l), 2);
+    // Queued, not admitted: refused, by the state and by the log alike.
+    let cmd = |n: u128| {
+        InventoryCommand::AsShopper(Box::new(InventoryCommand::Reserve {
+            event_id: EVENT,
+            reservation_id: Uuid::from_u128(900 + n),
+            user_id: user(n),
+            pick: Pick::Seats(vec![super::tests::seat(0)]),
+            hold_ms: MIN,
+        }))
+    };
+    assert_eq!(
+        h.inv().refusal_from_state(&cmd(2), 3 * SEC),
+        Some(InventoryRejection::Queue(QueueRejection::NotAdmitted))
+    );
+    assert!(not_admitted(&shop(&mut h, 3 * SEC, 2, 50)));
+    // Admitted: holds.
+    assert_eq!(h.inv().refusal_from_state(&cmd(0), 3 * SEC), None);
+    assert!(matches!(
+        shop(&mut h, 3 * SEC, 0, 51),
+        InventoryResponse::Reserved(_)
+    ));
+    // Gave the window up: the slot went to user 2, and user 1's token opens nothing.
+    assert!(leave(&mut h, 4 * SEC, 1));
+    assert!(not_admitted(&shop(&mut h, 4 * SEC, 1, 52)));
+    assert_eq!(admit(&mut h, 4 * SEC, l), 1);
+    assert!(matches!(
+        shop(&mut h, 4 * SEC, 2, 53),
+        InventoryResponse::Reserved(_)
+    ));
+    // Bought: done shopping.
+    let bought = h.run(
+        5 * SEC,
+        InventoryCommand::Convert {
+            event_id: EVENT,
+            reservation_id: Uuid::from_u128(51),
+        },
+    );
+    assert!(matches!(bought, InventoryResponse::Converted(_)));
+    assert!(not_admitted(&shop(&mut h, 5 * SEC, 0, 54)));
+    // A repeated convert of that hold does not end a later admission.
+    join(&mut h, 6 * SEC, 0);
+    assert_eq!(admit(&mut h, 7 * SEC, l), 1);
+    assert!(h.inv().waiting_room().is_shopper(&user(0), 7 * SEC));
+    h.run(
+        7 * SEC,
+        InventoryCommand::Convert {
+            event_id: EVENT,
+            reservation_id: Uuid::from_u128(51),
+        },
+    );
+    assert!(h.inv().waiting_room().is_shopper(&user(0), 7 * SEC));
+    // The window ends: refused again.
+    assert!(not_admitted(&shop(&mut h, 7 * SEC + 10 * MIN, 0, 55)));
+    h.check_restore();
+}
+
 #[test]
 fn estimates_use_the_measured_rate_once_there_is_one() {
     let mut v = QueueView {
@@ -378,5 +470,17 @@ proptest! {
             prop_assert_eq!(positions, (1..=queued).collect::<Vec<_>>());
         }
         h.check_restore();
+        // The restored room's indexes answer like the live one's.
+        let restored = GroupMachine::restore(
+            GroupKind::Inventory,
+            h.disk.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+        )
+        .expect("restore");
+        let (live, back) = (h.inv().waiting_room(), restored.inventory().expect("inventory").waiting_room());
+        prop_assert_eq!(live.counts(), back.counts());
+        for u in 0..30 {
+            prop_assert_eq!(live.entry_of(&user(u), now), back.entry_of(&user(u), now));
+            prop_assert_eq!(live.is_shopper(&user(u), now), back.is_shopper(&user(u), now));
+        }
     }
 }
