@@ -257,3 +257,57 @@ async fn the_queue_survives_a_leader_kill_in_order() -> Result<()> {
     c.start_node(leader)?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_sale_fans_get_one_random_order_on_every_replica() -> Result<()> {
+    let (c, _) = TestCluster::start_ready(opts()).await?;
+    // Not on sale yet (the sample event's sale opens in 2030): fans queue early.
+    let venue = c
+        .client(1)
+        .create_venue(&NewVenue::sample("Early Arena", 2, 10), None)
+        .await?;
+    let mut spec = sample_event("Early Arena", &venue.venue_id, &["Floor"]);
+    spec["queue"] = json!({"enabled": true, "max_size": 100, "admission_per_second": 1,
+                           "max_active_shoppers": 1, "access_window_minutes": 10});
+    let e = c.client(2).create_event(&spec).await?;
+    const FANS: usize = 12;
+    let mut tokens = Vec::new();
+    for i in 0..FANS {
+        let node = c.client(c.ids()[i % 3]);
+        let t = user(&node, &format!("early{i}")).await?;
+        let j = node
+            .join_queue(&t, &json!({"event_id": e.event_id}), Some(&format!("d{i}")))
+            .await?;
+        // Before the sale: arrival order.
+        assert_eq!(j["queue_position"], json!(i + 1), "{j}");
+        tokens.push(s(&j["queue_token"]));
+    }
+    c.client(3).set_event_status(&e.event_id, "ON_SALE").await?;
+    // The sale opened: the first admission shuffles the early fans. Every replica
+    // shows the same order: one shopper (position 0), then 1..=11.
+    let mut orders = Vec::new();
+    for id in c.ids() {
+        let node = c.client(id);
+        let order = wait_for(Duration::from_secs(20), "a shuffled order", || async {
+            let mut positions = Vec::new();
+            for t in &tokens {
+                match node.queue_status(t).await {
+                    Ok(v) => positions.push(v["queue_position"].as_u64().unwrap_or(99)),
+                    Err(_) => return Ok(None),
+                }
+            }
+            let mut sorted = positions.clone();
+            sorted.sort_unstable();
+            Ok((sorted == (0..FANS as u64).collect::<Vec<_>>()).then_some(positions))
+        })
+        .await?;
+        orders.push(order);
+    }
+    assert!(
+        orders.windows(2).all(|w| w[0] == w[1]),
+        "replicas differ: {orders:?}"
+    );
+    let arrival: Vec<u64> = (0..FANS as u64).collect();
+    assert_ne!(orders[0], arrival, "the early fans were not shuffled");
+    Ok(())
+}
