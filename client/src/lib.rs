@@ -237,6 +237,14 @@ impl Client {
         }
     }
 
+    /// A 204, or the error the body describes.
+    async fn no_content(resp: reqwest::Response) -> Result<()> {
+        if resp.status().as_u16() == 204 {
+            return Ok(());
+        }
+        Self::parse::<Value>(resp).await.map(|_| ())
+    }
+
     async fn parse<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
         let status = resp.status();
         let text = resp.text().await?;
@@ -481,10 +489,7 @@ impl Client {
             .bearer_auth(token)
             .send()
             .await?;
-        if resp.status().as_u16() == 204 {
-            return Ok(());
-        }
-        Self::parse::<Value>(resp).await.map(|_| ())
+        Self::no_content(resp).await
     }
 
     /// `POST /v1/queue/join` with a session token and an optional `X-Device-ID`.
@@ -525,10 +530,43 @@ impl Client {
             .bearer_auth(token)
             .send()
             .await?;
-        if resp.status().as_u16() == 204 {
-            return Ok(());
-        }
-        Self::parse::<Value>(resp).await.map(|_| ())
+        Self::no_content(resp).await
+    }
+
+    /// `POST /v1/payment-methods`.
+    pub async fn add_payment_method(&self, token: &str, body: &Value) -> Result<Value> {
+        Self::parse(
+            self.http
+                .post(format!("{}/v1/payment-methods", self.base))
+                .bearer_auth(token)
+                .json(body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `GET /v1/payment-methods`.
+    pub async fn payment_methods(&self, token: &str) -> Result<Value> {
+        Self::parse(
+            self.http
+                .get(format!("{}/v1/payment-methods", self.base))
+                .bearer_auth(token)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/payment-methods/{id}`.
+    pub async fn delete_payment_method(&self, token: &str, id: &str) -> Result<()> {
+        let resp = self
+            .http
+            .delete(format!("{}/v1/payment-methods/{id}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        Self::no_content(resp).await
     }
 
     /// Every seat id of a seat map, with its status, in map order.

@@ -16,6 +16,8 @@
 //! - [`inventory`] — opening event groups, inventory reads, the hold sweeper, the
 //!   waiting rooms' admitter.
 //! - [`api`] — axum routes, error format, middleware.
+//! - [`payments`] — the payment gateway trait and the simulated (Stripe test token)
+//!   gateway.
 //! - [`liveness`] — node-level peer probes.
 //! - [`server`] — [`server::run`], the node as a library function.
 //!
@@ -39,6 +41,7 @@ pub mod domain;
 pub mod error;
 pub mod inventory;
 pub mod liveness;
+pub mod payments;
 pub mod placement;
 pub mod raft;
 pub mod routing;

@@ -30,6 +30,8 @@ pub struct NodeCtx {
     pub prometheus: PrometheusHandle,
     pub limiters: Arc<crate::api::Limiters>,
     pub event_infos: crate::inventory::EventInfos,
+    /// Where cards are resolved and (with orders) charged.
+    pub payments: Arc<dyn crate::payments::PaymentGateway>,
 }
 
 impl NodeCtx {
@@ -207,6 +209,7 @@ pub async fn run(
         prometheus,
         limiters: crate::api::Limiters::new(&config.rate_limits),
         event_infos: Default::default(),
+        payments: Arc::new(crate::payments::Simulated),
     });
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);

@@ -212,7 +212,12 @@ fn catalog_rejection(r: CatalogRejection) -> ApiError {
         CatalogRejection::VenueExists(id) => {
             ApiError::conflict("CONFLICT", format!("venue {id} already exists"))
         }
-        CatalogRejection::EmailTaken => ApiError::internal("an event creation answered EmailTaken"),
+        CatalogRejection::EmailTaken
+        | CatalogRejection::UnknownUser
+        | CatalogRejection::UnknownPaymentMethod
+        | CatalogRejection::TooManyPaymentMethods { .. } => {
+            ApiError::internal(format!("an event creation answered {r:?}"))
+        }
         CatalogRejection::IdPrefixTaken => ApiError::unavailable(
             "ID_CLASH",
             "could not draw an event id that is not in use; retry",

@@ -5,7 +5,7 @@
 //! [`admin`] (operators: venues, cluster), [`events`]
 //! (operators: events), [`venues`] (catalog reads), [`event_reads`] (search, event
 //! details, seat maps), [`reservations`] (seat holds), [`queue`] (the waiting
-//! room), [`openapi`] (the document),
+//! room), [`payments`] (payment methods), [`openapi`] (the document),
 //! [`node`] (health and metrics).
 
 mod admin;
@@ -18,6 +18,7 @@ mod events;
 mod extract;
 mod node;
 pub mod openapi;
+mod payments;
 mod queue;
 mod ratelimit;
 mod reservations;
@@ -88,6 +89,9 @@ fn v1_routes() -> (Router<AppState>, Vec<Route>) {
         post "/v1/queue/join" => queue::join,
         get "/v1/queue/status" => queue::status,
         delete "/v1/queue/leave" => queue::leave,
+        post "/v1/payment-methods" => payments::add,
+        get "/v1/payment-methods" => payments::list,
+        delete "/v1/payment-methods/{payment_method_id}" => payments::remove,
     }
 }
 

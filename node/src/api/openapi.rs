@@ -17,7 +17,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, apikeys, auth, event_reads, events, node, queue, reservations, venues};
+use super::{
+    admin, apikeys, auth, event_reads, events, node, payments, queue, reservations, venues,
+};
 
 /// The API's description; `Shared` completes it.
 #[derive(OpenApi)]
@@ -50,6 +52,9 @@ use super::{admin, apikeys, auth, event_reads, events, node, queue, reservations
         queue::join,
         queue::status,
         queue::leave,
+        payments::add,
+        payments::list,
+        payments::remove,
     ),
     modifiers(&Shared),
     tags(
@@ -59,6 +64,7 @@ use super::{admin, apikeys, auth, event_reads, events, node, queue, reservations
         (name = "events", description = "Search, event details and seat maps"),
         (name = "reservations", description = "Seat holds"),
         (name = "queue", description = "The waiting room of an event whose queue is on"),
+        (name = "payments", description = "The caller's payment methods"),
         (name = "admin", description = "Operator endpoints (X-Admin-Key)"),
     ),
 )]

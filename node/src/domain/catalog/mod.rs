@@ -1,18 +1,21 @@
 //! The catalog (group 0): the cluster's identity, its nodes, venues, and events with
-//! their placement. Users, API keys and payment methods join it in later issues.
+//! their placement; users, their payment methods, and API keys.
 //!
 //! Keys (inside the machine's domain space): `g` the cluster's bootstrap id, `k` the
 //! token-signing key, `n<id>` a node, `v<uuid>` a venue, `e<uuid>` an event,
-//! `u<uuid>` a user, `a<sha256>` an API key. Group ids, per-node loads, the email
-//! index, the id-prefix index and the search index are derived, never stored twice.
+//! `u<uuid>` a user, `a<sha256>` an API key, `p<uuid>` a payment method. Group ids,
+//! per-node loads, the email index, the id-prefix index, the search index and each
+//! user's payment methods are derived, never stored twice.
 
 mod events;
+mod payments;
 mod placement;
 pub mod search;
 mod users;
 mod venues;
 
 pub use events::{Event, NewEvent, QueueSettings, TierSpec};
+pub use payments::{PaymentMethod, MAX_BILLING_LEN, MAX_METHODS_PER_USER};
 pub use placement::{place, NodeRecord};
 pub use users::{check_password, normalize_email, NewUser, User};
 pub use venues::{
@@ -38,6 +41,7 @@ const API_KEY_PREFIX: u8 = b'a';
 const NODE_PREFIX: u8 = b'n';
 const VENUE_PREFIX: u8 = b'v';
 const EVENT_PREFIX: u8 = b'e';
+const PAYMENT_PREFIX: u8 = b'p';
 
 /// Catalog commands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +64,13 @@ pub enum CatalogCommand {
     CreateEvent {
         event: Box<NewEvent>,
         replication_factor: usize,
+    },
+    /// Adds a user's payment method (`is_default` and `created_ms` are set here).
+    AddPaymentMethod(PaymentMethod),
+    /// Removes one of the user's payment methods.
+    RemovePaymentMethod {
+        user_id: Uuid,
+        payment_method_id: Uuid,
     },
 }
 
@@ -86,6 +97,8 @@ pub enum CatalogResponse {
         key_id: Uuid,
     },
     Rejected(CatalogRejection),
+    PaymentMethodAdded(PaymentMethod),
+    PaymentMethodRemoved,
 }
 
 /// Business refusals (replicated outcomes, not errors of the system).
@@ -102,6 +115,12 @@ pub enum CatalogRejection {
     /// Another event's id starts with the same six bytes; pick another id.
     IdPrefixTaken,
     Invalid(String),
+    UnknownUser,
+    /// No such payment method among the user's.
+    UnknownPaymentMethod,
+    TooManyPaymentMethods {
+        limit: usize,
+    },
 }
 
 /// The catalog's replicated state.
@@ -127,6 +146,9 @@ pub struct Catalog {
     leads: BTreeMap<u64, usize>,
     // Derived from `users`:
     by_email: BTreeMap<String, Uuid>,
+    payment_methods: BTreeMap<Uuid, PaymentMethod>,
+    // Derived from `payment_methods`: each user's, oldest first.
+    methods_of: BTreeMap<Uuid, std::collections::BTreeSet<(i64, Uuid)>>,
 }
 
 impl Catalog {
@@ -187,7 +209,101 @@ impl Catalog {
                 event,
                 replication_factor,
             } => self.create_event(*event, replication_factor, ctx, changes),
+            CatalogCommand::AddPaymentMethod(pm) => self.add_payment_method(pm, ctx, changes),
+            CatalogCommand::RemovePaymentMethod {
+                user_id,
+                payment_method_id,
+            } => self.remove_payment_method(user_id, payment_method_id, changes),
         }
+    }
+
+    fn put_payment_method(&mut self, pm: PaymentMethod, changes: &mut Vec<Change>) {
+        changes.push(Change::Put(
+            key(PAYMENT_PREFIX, pm.payment_method_id.as_bytes()),
+            encode_value(&pm),
+        ));
+        self.methods_of
+            .entry(pm.user_id)
+            .or_default()
+            .insert((pm.created_ms, pm.payment_method_id));
+        self.payment_methods.insert(pm.payment_method_id, pm);
+    }
+
+    fn add_payment_method(
+        &mut self,
+        mut pm: PaymentMethod,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> CatalogResponse {
+        if let Err(msg) = pm.validate() {
+            return reject(CatalogRejection::Invalid(msg));
+        }
+        if !self.users.contains_key(&pm.user_id) {
+            return reject(CatalogRejection::UnknownUser);
+        }
+        if let Some(existing) = self.payment_methods.get(&pm.payment_method_id) {
+            // Ids are derived from request ids: the same one again is a retry.
+            return match existing.user_id == pm.user_id {
+                true => CatalogResponse::PaymentMethodAdded(existing.clone()),
+                false => reject(CatalogRejection::Invalid("payment method id taken".into())),
+            };
+        }
+        let have = self.methods_of.get(&pm.user_id).map_or(0, |m| m.len());
+        if have >= MAX_METHODS_PER_USER {
+            return reject(CatalogRejection::TooManyPaymentMethods {
+                limit: MAX_METHODS_PER_USER,
+            });
+        }
+        pm.is_default = have == 0;
+        pm.created_ms = ctx.now_ms;
+        self.put_payment_method(pm.clone(), changes);
+        CatalogResponse::PaymentMethodAdded(pm)
+    }
+
+    fn remove_payment_method(
+        &mut self,
+        user_id: Uuid,
+        id: Uuid,
+        changes: &mut Vec<Change>,
+    ) -> CatalogResponse {
+        let Some(pm) = self
+            .payment_methods
+            .get(&id)
+            .filter(|pm| pm.user_id == user_id)
+            .cloned()
+        else {
+            return reject(CatalogRejection::UnknownPaymentMethod);
+        };
+        self.payment_methods.remove(&id);
+        changes.push(Change::Delete(key(PAYMENT_PREFIX, id.as_bytes())));
+        let mine = self.methods_of.entry(user_id).or_default();
+        mine.remove(&(pm.created_ms, id));
+        let next = mine.first().map(|(_, next)| *next);
+        if mine.is_empty() {
+            self.methods_of.remove(&user_id);
+        }
+        if pm.is_default {
+            if let Some(mut promoted) = next.and_then(|n| self.payment_methods.get(&n).cloned()) {
+                promoted.is_default = true;
+                self.put_payment_method(promoted, changes);
+            }
+        }
+        CatalogResponse::PaymentMethodRemoved
+    }
+
+    /// A user's payment methods, oldest first.
+    pub fn payment_methods_of(&self, user: &Uuid) -> Vec<&PaymentMethod> {
+        self.methods_of
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, id)| self.payment_methods.get(id))
+            .collect()
+    }
+
+    /// A payment method by id.
+    pub fn payment_method(&self, id: &Uuid) -> Option<&PaymentMethod> {
+        self.payment_methods.get(id)
     }
 
     fn put_node(&mut self, n: NodeRecord, changes: &mut Vec<Change>) {
@@ -361,6 +477,14 @@ impl Catalog {
                 self.index_event(&e);
                 self.events.insert(e.spec.event_id, Arc::new(e));
             }
+            Some(&PAYMENT_PREFIX) => {
+                let pm: PaymentMethod = codec::decode(v)?;
+                self.methods_of
+                    .entry(pm.user_id)
+                    .or_default()
+                    .insert((pm.created_ms, pm.payment_method_id));
+                self.payment_methods.insert(pm.payment_method_id, pm);
+            }
             _ => return Err(Error::Decode(format!("unknown catalog key {k:?}"))),
         }
         Ok(())
@@ -389,6 +513,12 @@ impl Catalog {
             out.push((
                 key(EVENT_PREFIX, e.spec.event_id.as_bytes()),
                 encode_value(e),
+            ));
+        }
+        for pm in self.payment_methods.values() {
+            out.push((
+                key(PAYMENT_PREFIX, pm.payment_method_id.as_bytes()),
+                encode_value(pm),
             ));
         }
     }

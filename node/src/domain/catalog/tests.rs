@@ -475,3 +475,121 @@ fn users_register_once_per_email() {
     );
     assert_eq!(c.user(&Uuid::from_u128(2)), None);
 }
+
+#[test]
+fn payment_methods_belong_to_their_user_and_the_oldest_is_the_default() {
+    let user = |id: u128| NewUser {
+        user_id: Uuid::from_u128(id),
+        email: format!("fan{id}@example.com"),
+        name: "Fan".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+    };
+    let card = |id: u128, owner: u128, last: &str| PaymentMethod {
+        payment_method_id: Uuid::from_u128(id),
+        user_id: Uuid::from_u128(owner),
+        kind: "CARD".into(),
+        brand: "Visa".into(),
+        last_four: last.into(),
+        exp_month: 12,
+        exp_year: 2034,
+        gateway_ref: "tok_visa".into(),
+        billing_address: None,
+        is_default: true,
+        created_ms: 0,
+    };
+    let remove = |owner: u128, id: u128| CatalogCommand::RemovePaymentMethod {
+        user_id: Uuid::from_u128(owner),
+        payment_method_id: Uuid::from_u128(id),
+    };
+    let mut bad = card(104, 1, "42");
+    bad.last_four = "42".into();
+    let (m, disk, out) = run(vec![
+        cmd(1, 1, CatalogCommand::RegisterUser(user(1))),
+        cmd(2, 2, CatalogCommand::RegisterUser(user(2))),
+        cmd(3, 3, CatalogCommand::AddPaymentMethod(card(101, 1, "4242"))),
+        cmd(4, 4, CatalogCommand::AddPaymentMethod(card(102, 1, "4444"))),
+        cmd(5, 5, CatalogCommand::AddPaymentMethod(card(103, 1, "8431"))),
+        // Another user cannot remove user 1's card; unknown users own nothing.
+        cmd(6, 6, remove(2, 101)),
+        cmd(7, 7, CatalogCommand::AddPaymentMethod(card(105, 9, "4242"))),
+        cmd(8, 8, CatalogCommand::AddPaymentMethod(bad)),
+        // Removing the default promotes the oldest remaining card.
+        cmd(9, 9, remove(1, 101)),
+        cmd(10, 10, remove(1, 101)),
+    ]);
+    let added = |r: &Response| match r {
+        Response::Catalog(CatalogResponse::PaymentMethodAdded(pm)) => pm.is_default,
+        other => panic!("{other:?}"),
+    };
+    assert!(added(&out[2]), "the first card is the default");
+    assert!(!added(&out[3]) && !added(&out[4]));
+    let refused = |r: &Response| match r {
+        Response::Catalog(CatalogResponse::Rejected(x)) => x.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(refused(&out[5]), CatalogRejection::UnknownPaymentMethod);
+    assert_eq!(refused(&out[6]), CatalogRejection::UnknownUser);
+    assert!(matches!(refused(&out[7]), CatalogRejection::Invalid(_)));
+    assert_eq!(
+        out[8],
+        Response::Catalog(CatalogResponse::PaymentMethodRemoved)
+    );
+    assert_eq!(refused(&out[9]), CatalogRejection::UnknownPaymentMethod);
+    let c = m.catalog().expect("a catalog");
+    let mine: Vec<(String, bool)> = c
+        .payment_methods_of(&Uuid::from_u128(1))
+        .into_iter()
+        .map(|pm| (pm.last_four.clone(), pm.is_default))
+        .collect();
+    assert_eq!(mine, vec![("4444".into(), true), ("8431".into(), false)]);
+    assert!(c.payment_methods_of(&Uuid::from_u128(2)).is_empty());
+    // Restore gives the same catalog.
+    let restored = GroupMachine::restore(
+        GroupKind::Catalog,
+        disk.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    )
+    .expect("restore");
+    assert_eq!(restored, m);
+}
+
+#[test]
+fn a_user_has_at_most_twenty_payment_methods() {
+    let mut cmds = vec![cmd(
+        1,
+        1,
+        CatalogCommand::RegisterUser(NewUser {
+            user_id: Uuid::from_u128(1),
+            email: "fan@example.com".into(),
+            name: "Fan".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        }),
+    )];
+    for i in 0..=MAX_METHODS_PER_USER as u128 {
+        cmds.push(cmd(
+            10 + i,
+            10 + i as i64,
+            CatalogCommand::AddPaymentMethod(PaymentMethod {
+                payment_method_id: Uuid::from_u128(100 + i),
+                user_id: Uuid::from_u128(1),
+                kind: "CARD".into(),
+                brand: "Visa".into(),
+                last_four: "4242".into(),
+                exp_month: 1,
+                exp_year: 2030,
+                gateway_ref: "tok_visa".into(),
+                billing_address: Some("{\"city\":\"Springfield\"}".into()),
+                is_default: false,
+                created_ms: 0,
+            }),
+        ));
+    }
+    let (_, _, out) = run(cmds);
+    assert_eq!(
+        out.last(),
+        Some(&Response::Catalog(CatalogResponse::Rejected(
+            CatalogRejection::TooManyPaymentMethods {
+                limit: MAX_METHODS_PER_USER
+            }
+        )))
+    );
+}
