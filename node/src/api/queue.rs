@@ -174,13 +174,7 @@ pub async fn join(
     headers: HeaderMap,
     Json(body): Json<JoinBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if body.user_id.is_some_and(|u| u != user.user_id) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            "user_id must be the token's user",
-        ));
-    }
+    tokens::same_user(body.user_id, &user)?;
     let device = body
         .device_fingerprint
         .or_else(|| {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::error::ErrorBody;
 use super::extract::{request_id_for, Json, Path, IDEMPOTENCY_KEY};
-use super::tokens::{AuthUser, Shopper};
+use super::tokens::{self, AuthUser, Shopper};
 use super::{ApiError, AppState};
 use crate::domain::ids::{self, Kind};
 use crate::domain::inventory::{
@@ -204,13 +204,7 @@ pub async fn reserve(
     headers: HeaderMap,
     Json(body): Json<ReserveBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if body.user_id.is_some_and(|u| u != user.user_id) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            "user_id must be the token's user",
-        ));
-    }
+    tokens::same_user(body.user_id, &user)?;
     let info = ctx.event_info(&body.event_id).await?;
     let queue_on = info.event.spec.queue.as_ref().is_some_and(|q| q.enabled);
     match access_event {

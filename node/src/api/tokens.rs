@@ -163,6 +163,18 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// A body's `user_id`, when it has one, must be the token's user (403 otherwise).
+pub fn same_user(claimed: Option<Uuid>, user: &User) -> Result<(), ApiError> {
+    match claimed {
+        Some(u) if u != user.user_id => Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "user_id must be the token's user",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The authenticated user of a request (`Authorization: Bearer <session token>`).
 pub struct AuthUser(pub User);
 
