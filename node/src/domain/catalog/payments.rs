@@ -7,6 +7,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::{key, reject, Catalog, CatalogRejection, CatalogResponse, PAYMENT_PREFIX};
+use crate::domain::machine::encode_value;
+use crate::domain::{ApplyCtx, Change};
+
 /// Most payment methods per user.
 pub const MAX_METHODS_PER_USER: usize = 20;
 /// Longest billing address kept (its JSON text).
@@ -66,5 +70,96 @@ impl PaymentMethod {
     /// `MM/YYYY`.
     pub fn expiry(&self) -> String {
         format!("{:02}/{}", self.exp_month, self.exp_year)
+    }
+}
+
+impl Catalog {
+    pub(super) fn put_payment_method(&mut self, pm: PaymentMethod, changes: &mut Vec<Change>) {
+        changes.push(Change::Put(
+            key(PAYMENT_PREFIX, pm.payment_method_id.as_bytes()),
+            encode_value(&pm),
+        ));
+        self.methods_of
+            .entry(pm.user_id)
+            .or_default()
+            .insert((pm.created_ms, pm.payment_method_id));
+        self.payment_methods.insert(pm.payment_method_id, pm);
+    }
+
+    pub(super) fn add_payment_method(
+        &mut self,
+        mut pm: PaymentMethod,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> CatalogResponse {
+        if let Err(msg) = pm.validate() {
+            return reject(CatalogRejection::Invalid(msg));
+        }
+        if !self.users.contains_key(&pm.user_id) {
+            return reject(CatalogRejection::UnknownUser);
+        }
+        if let Some(existing) = self.payment_methods.get(&pm.payment_method_id) {
+            // Ids are derived from request ids: the same one again is a retry.
+            return match existing.user_id == pm.user_id {
+                true => CatalogResponse::PaymentMethodAdded(existing.clone()),
+                false => reject(CatalogRejection::Invalid("payment method id taken".into())),
+            };
+        }
+        let have = self.methods_of.get(&pm.user_id).map_or(0, |m| m.len());
+        if have >= MAX_METHODS_PER_USER {
+            return reject(CatalogRejection::TooManyPaymentMethods {
+                limit: MAX_METHODS_PER_USER,
+            });
+        }
+        pm.is_default = have == 0;
+        pm.created_ms = ctx.now_ms;
+        self.put_payment_method(pm.clone(), changes);
+        CatalogResponse::PaymentMethodAdded(pm)
+    }
+
+    pub(super) fn remove_payment_method(
+        &mut self,
+        user_id: Uuid,
+        id: Uuid,
+        changes: &mut Vec<Change>,
+    ) -> CatalogResponse {
+        let Some(pm) = self
+            .payment_methods
+            .get(&id)
+            .filter(|pm| pm.user_id == user_id)
+            .cloned()
+        else {
+            return reject(CatalogRejection::UnknownPaymentMethod);
+        };
+        self.payment_methods.remove(&id);
+        changes.push(Change::Delete(key(PAYMENT_PREFIX, id.as_bytes())));
+        let mine = self.methods_of.entry(user_id).or_default();
+        mine.remove(&(pm.created_ms, id));
+        let next = mine.first().map(|(_, next)| *next);
+        if mine.is_empty() {
+            self.methods_of.remove(&user_id);
+        }
+        if pm.is_default {
+            if let Some(mut promoted) = next.and_then(|n| self.payment_methods.get(&n).cloned()) {
+                promoted.is_default = true;
+                self.put_payment_method(promoted, changes);
+            }
+        }
+        CatalogResponse::PaymentMethodRemoved
+    }
+
+    /// A user's payment methods, oldest first.
+    pub fn payment_methods_of(&self, user: &Uuid) -> Vec<&PaymentMethod> {
+        self.methods_of
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, id)| self.payment_methods.get(id))
+            .collect()
+    }
+
+    /// A payment method by id.
+    pub fn payment_method(&self, id: &Uuid) -> Option<&PaymentMethod> {
+        self.payment_methods.get(id)
     }
 }
