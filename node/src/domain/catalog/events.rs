@@ -23,7 +23,16 @@ pub struct TierSpec {
     pub sections: Vec<String>,
 }
 
-/// The waiting room's settings (enforced by the event's group in a later issue).
+/// Largest waiting room.
+pub const MAX_QUEUE_SIZE: u64 = 10_000_000;
+/// Fastest admission rate.
+pub const MAX_ADMISSION_PER_SECOND: u32 = 100_000;
+/// Most shoppers at once.
+pub const MAX_ACTIVE_SHOPPERS: u32 = 1_000_000;
+/// Longest access window (a day).
+pub const MAX_ACCESS_WINDOW_MINUTES: u32 = 1_440;
+
+/// The waiting room's settings (enforced by the event's group: `domain::inventory::queue`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueSettings {
     pub enabled: bool,
@@ -116,6 +125,15 @@ impl NewEvent {
                     || q.access_window_minutes == 0)
             {
                 return Err("an enabled queue needs max_size, admission_per_second, max_active_shoppers and access_window_minutes above 0".into());
+            }
+            if q.max_size > MAX_QUEUE_SIZE
+                || q.admission_per_second > MAX_ADMISSION_PER_SECOND
+                || q.max_active_shoppers > MAX_ACTIVE_SHOPPERS
+                || q.access_window_minutes > MAX_ACCESS_WINDOW_MINUTES
+            {
+                return Err(format!(
+                    "queue limits: max_size at most {MAX_QUEUE_SIZE}, admission_per_second at most {MAX_ADMISSION_PER_SECOND}, max_active_shoppers at most {MAX_ACTIVE_SHOPPERS}, access_window_minutes at most {MAX_ACCESS_WINDOW_MINUTES}"
+                ));
             }
         }
         Ok(())

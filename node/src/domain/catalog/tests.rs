@@ -593,3 +593,44 @@ fn a_user_has_at_most_twenty_payment_methods() {
         )))
     );
 }
+
+#[test]
+fn queue_settings_are_bounded() {
+    let with = |q: QueueSettings| {
+        let mut e = event(1, 1);
+        e.queue = Some(q);
+        e.validate()
+    };
+    let ok = QueueSettings {
+        enabled: true,
+        max_size: 200_000,
+        admission_per_second: 50,
+        max_active_shoppers: 2_000,
+        access_window_minutes: 10,
+    };
+    assert_eq!(with(ok.clone()), Ok(()));
+    for bad in [
+        QueueSettings {
+            max_size: 0,
+            ..ok.clone()
+        },
+        QueueSettings {
+            max_size: u64::MAX,
+            ..ok.clone()
+        },
+        QueueSettings {
+            admission_per_second: u32::MAX,
+            ..ok.clone()
+        },
+        QueueSettings {
+            max_active_shoppers: u32::MAX,
+            ..ok.clone()
+        },
+        QueueSettings {
+            access_window_minutes: 100_000,
+            ..ok.clone()
+        },
+    ] {
+        assert!(with(bad.clone()).is_err(), "{bad:?}");
+    }
+}

@@ -23,6 +23,9 @@ use crate::domain::Change;
 use crate::error::{Error, Result};
 
 const META_KEY: &[u8] = b"qm";
+/// Most fans one `QueueAdmit` lets in: bounds one command's work and write batch
+/// (the leader proposes one every `queue.admit_interval_ms`).
+pub const MAX_ADMIT_PER_COMMAND: u64 = 10_000;
 const ENTRY_PREFIX: &[u8] = b"qe";
 
 /// The room's limits, from the catalog's event and the cluster config, carried by
@@ -443,7 +446,8 @@ impl WaitingRoom {
         let room = u64::from(limits.max_active_shoppers).saturating_sub(self.ready.len() as u64);
         let n = (self.meta.tokens_milli / 1000)
             .min(room)
-            .min(self.queued.len() as u64);
+            .min(self.queued.len() as u64)
+            .min(MAX_ADMIT_PER_COMMAND);
         let until_ms = now_ms.saturating_add(limits.access_window_ms);
         for _ in 0..n {
             let Some((_, user)) = self.queued.first_key_value().map(|(k, u)| (*k, *u)) else {
