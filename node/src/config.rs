@@ -456,4 +456,17 @@ mod tests {
         let err = ClusterConfig::parse(&twice, Path::new(".")).unwrap_err();
         assert!(err.to_string().contains("appears twice"), "{err}");
     }
+
+    /// The cluster files the repository ships parse and pass validation.
+    #[test]
+    fn the_shipped_cluster_files_are_valid() {
+        for (name, text) in [
+            ("cluster.toml", include_str!("../../cluster.toml")),
+            ("bench/holds.toml", include_str!("../../bench/holds.toml")),
+            ("bench/queue.toml", include_str!("../../bench/queue.toml")),
+        ] {
+            let c = ClusterConfig::parse(text, Path::new("."));
+            assert!(c.is_ok(), "{name}: {:?}", c.err());
+        }
+    }
 }
