@@ -157,9 +157,4 @@ impl Catalog {
             .filter_map(|(_, id)| self.payment_methods.get(id))
             .collect()
     }
-
-    /// A payment method by id.
-    pub fn payment_method(&self, id: &Uuid) -> Option<&PaymentMethod> {
-        self.payment_methods.get(id)
-    }
 }
