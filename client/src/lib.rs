@@ -8,6 +8,7 @@ pub mod bench_holds;
 pub mod bench_load;
 pub mod bench_queue;
 pub mod bench_targets;
+mod orders;
 
 use std::time::Duration;
 

@@ -39,6 +39,8 @@ pub struct ClusterConfig {
     pub queue: QueueConfig,
     #[serde(default)]
     pub storage: StorageSettings,
+    #[serde(default)]
+    pub orders: OrdersConfig,
     /// Directory of the file this was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -177,6 +179,53 @@ impl Default for QueueConfig {
             admit_interval_ms: 250,
         }
     }
+}
+
+/// Orders: money rules and the saga's recovery pace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersConfig {
+    /// Service fee, in percent of a tier's price, for events whose tiers do not
+    /// set their fees.
+    pub fee_percent: f64,
+    /// Tax, in percent of an order's subtotal.
+    pub tax_percent: f64,
+    /// ISO 4217 currency of every price (lower case, as Stripe names it).
+    pub currency: String,
+    /// How often a group leader looks for orders whose saga stopped half way.
+    pub recovery_interval_ms: u64,
+    /// A saga step pending this long is taken over by the group leader (the node
+    /// that took the request normally finishes it much sooner).
+    pub recovery_grace_ms: u64,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            fee_percent: 15.0,
+            tax_percent: 9.0,
+            currency: "usd".into(),
+            recovery_interval_ms: 2000,
+            recovery_grace_ms: 10_000,
+        }
+    }
+}
+
+impl OrdersConfig {
+    /// The fee rate in basis points.
+    pub fn fee_bps(&self) -> u32 {
+        percent_to_bps(self.fee_percent)
+    }
+
+    /// The tax rate in basis points.
+    pub fn tax_bps(&self) -> u32 {
+        percent_to_bps(self.tax_percent)
+    }
+}
+
+/// A validated percentage (0..=100) in basis points.
+fn percent_to_bps(p: f64) -> u32 {
+    (p * 100.0).round().clamp(0.0, 10_000.0) as u32
 }
 
 /// RocksDB tuning.
@@ -339,6 +388,24 @@ impl ClusterConfig {
         if self.api.password_hash_memory_kib < 8 || self.api.password_hash_iterations == 0 {
             return bad(
                 "api.password_hash_memory_kib must be at least 8 and password_hash_iterations at least 1"
+                    .into(),
+            );
+        }
+        let o = &self.orders;
+        for (name, p) in [
+            ("fee_percent", o.fee_percent),
+            ("tax_percent", o.tax_percent),
+        ] {
+            if !(0.0..=100.0).contains(&p) {
+                return bad(format!("orders.{name} must be between 0 and 100"));
+            }
+        }
+        if o.currency.len() != 3 || !o.currency.bytes().all(|b| b.is_ascii_lowercase()) {
+            return bad("orders.currency must be three lower-case letters (usd, eur, ...)".into());
+        }
+        if o.recovery_interval_ms == 0 || o.recovery_grace_ms == 0 {
+            return bad(
+                "orders.recovery_interval_ms and orders.recovery_grace_ms must be at least 1"
                     .into(),
             );
         }

@@ -181,7 +181,9 @@ impl NodeCtx {
 }
 
 /// The event groups this node leads now.
-fn led_event_groups(ctx: &NodeCtx) -> impl Iterator<Item = Arc<crate::raft::Group>> + '_ {
+pub(crate) fn led_event_groups(
+    ctx: &NodeCtx,
+) -> impl Iterator<Item = Arc<crate::raft::Group>> + '_ {
     ctx.groups.list().into_iter().filter(|g| {
         g.id != GroupId::CATALOG && g.raft.metrics().borrow().current_leader == Some(ctx.me)
     })

@@ -41,6 +41,7 @@ pub mod domain;
 pub mod error;
 pub mod inventory;
 pub mod liveness;
+pub mod orders;
 pub mod payments;
 pub mod placement;
 pub mod raft;

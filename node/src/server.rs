@@ -32,6 +32,8 @@ pub struct NodeCtx {
     pub event_infos: crate::inventory::EventInfos,
     /// Where cards are resolved and (with orders) charged.
     pub payments: Arc<dyn crate::payments::PaymentGateway>,
+    /// The orders this node is driving through their saga now.
+    pub sagas: crate::orders::Sagas,
 }
 
 impl NodeCtx {
@@ -210,6 +212,7 @@ pub async fn run(
         limiters: crate::api::Limiters::new(&config.rate_limits),
         event_infos: Default::default(),
         payments: Arc::new(crate::payments::Simulated),
+        sagas: Default::default(),
     });
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -249,6 +252,7 @@ pub async fn run(
     )));
     tasks.push(tokio::spawn(crate::inventory::sweeper(ctx.clone())));
     tasks.push(tokio::spawn(crate::inventory::admitter(ctx.clone())));
+    tasks.push(tokio::spawn(crate::orders::recovery(ctx.clone())));
     {
         let ctx = ctx.clone();
         tasks.push(tokio::spawn(async move {

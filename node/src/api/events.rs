@@ -16,6 +16,7 @@ use super::{ApiError, AppState};
 use crate::domain::catalog::{
     CatalogCommand, CatalogRejection, CatalogResponse, NewEvent, QueueSettings, TierSpec,
 };
+use crate::domain::inventory::orders::percent_of;
 use crate::domain::inventory::{
     InventoryAnswer, InventoryCommand, InventoryQuery, InventoryRejection, InventoryResponse,
     SaleOverride,
@@ -53,8 +54,9 @@ pub struct CreateEvent {
 pub struct TierBody {
     name: String,
     price: f64,
+    /// Fees per seat; without them, `orders.fee_percent` of the price.
     #[serde(default)]
-    fees: f64,
+    fees: Option<f64>,
     sections: Vec<String>,
 }
 
@@ -70,17 +72,22 @@ pub struct QueueBody {
 }
 
 impl CreateEvent {
-    fn into_domain(self) -> Result<NewEvent, ApiError> {
+    fn into_domain(self, fee_bps: u32) -> Result<NewEvent, ApiError> {
         let mut tiers = Vec::with_capacity(self.pricing_tiers.len());
         for t in self.pricing_tiers {
             let money = |what: &str, v: f64| {
                 cents_from_decimal(v)
                     .map_err(|e| ApiError::validation(format!("tier {:?} {what}: {e}", t.name)))
             };
+            let price_cents = money("price", t.price)?;
+            let fees_cents = match t.fees {
+                Some(fees) => money("fees", fees)?,
+                None => percent_of(price_cents, fee_bps),
+            };
             tiers.push(TierSpec {
                 tier_id: Uuid::new_v4(),
-                price_cents: money("price", t.price)?,
-                fees_cents: money("fees", t.fees)?,
+                price_cents,
+                fees_cents,
                 name: t.name,
                 sections: t.sections,
             });
@@ -138,7 +145,7 @@ pub async fn create(
     headers: HeaderMap,
     Json(body): Json<CreateEvent>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut event = body.into_domain()?;
+    let mut event = body.into_domain(ctx.config.orders.fee_bps())?;
     let base_request = request_id_for(&headers, "admin.events")?;
     // Ids inside an event carry its first six bytes; on the rare clash with another
     // event, try a fresh id under a request id derived deterministically from the

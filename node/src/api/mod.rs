@@ -5,7 +5,8 @@
 //! [`admin`] (operators: venues, cluster), [`events`]
 //! (operators: events), [`venues`] (catalog reads), [`event_reads`] (search, event
 //! details, seat maps), [`reservations`] (seat holds), [`queue`] (the waiting
-//! room), [`payments`] (payment methods), [`openapi`] (the document),
+//! room), [`payments`] (payment methods), [`orders`] (orders), [`tickets`]
+//! (tickets and gate scans), [`openapi`] (the document),
 //! [`node`] (health and metrics).
 
 mod admin;
@@ -18,10 +19,12 @@ mod events;
 mod extract;
 mod node;
 pub mod openapi;
+mod orders;
 mod payments;
 mod queue;
 mod ratelimit;
 mod reservations;
+mod tickets;
 pub mod tokens;
 mod venues;
 
@@ -92,6 +95,12 @@ fn v1_routes() -> (Router<AppState>, Vec<Route>) {
         post "/v1/payment-methods" => payments::add,
         get "/v1/payment-methods" => payments::list,
         delete "/v1/payment-methods/{payment_method_id}" => payments::remove,
+        post "/v1/orders" => orders::create,
+        get "/v1/orders/{order_id}" => orders::get,
+        post "/v1/orders/{order_id}/cancel" => orders::cancel,
+        get "/v1/tickets" => tickets::list,
+        get "/v1/tickets/{ticket_id}/download" => tickets::download,
+        post "/v1/tickets/scan" => tickets::scan,
     }
 }
 

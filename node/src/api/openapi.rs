@@ -18,7 +18,8 @@ use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    admin, apikeys, auth, event_reads, events, node, payments, queue, reservations, venues,
+    admin, apikeys, auth, event_reads, events, node, orders, payments, queue, reservations,
+    tickets, venues,
 };
 
 /// The API's description; `Shared` completes it.
@@ -55,6 +56,12 @@ use super::{
         payments::add,
         payments::list,
         payments::remove,
+        orders::create,
+        orders::get,
+        orders::cancel,
+        tickets::list,
+        tickets::download,
+        tickets::scan,
     ),
     modifiers(&Shared),
     tags(
@@ -65,6 +72,8 @@ use super::{
         (name = "reservations", description = "Seat holds"),
         (name = "queue", description = "The waiting room of an event whose queue is on"),
         (name = "payments", description = "The caller's payment methods"),
+        (name = "orders", description = "Orders: paying for a hold, cancelling"),
+        (name = "tickets", description = "Tickets, their QR codes, and gate scans"),
         (name = "admin", description = "Operator endpoints (X-Admin-Key)"),
     ),
 )]

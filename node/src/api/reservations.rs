@@ -71,7 +71,7 @@ pub struct ReservationBody {
     pub total: f64,
 }
 
-fn time(ms: i64) -> Option<DateTime<Utc>> {
+pub(super) fn time(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
 
@@ -138,6 +138,30 @@ pub(super) fn refusal(r: InventoryRejection) -> ApiError {
         R::Invalid(m) => ApiError::validation(m),
         R::Cancelled => ApiError::conflict("NOT_ON_SALE", "the event is cancelled"),
         R::Queue(q) => super::queue::refusal(q),
+        R::UnknownOrder => ApiError::not_found("no such order"),
+        R::OrderPending => ApiError::conflict(
+            "CONFLICT",
+            "this reservation has an order whose payment is being processed",
+        ),
+        R::OrderNotCancellable(why) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ORDER_NOT_CANCELLABLE",
+            format!("the order cannot be cancelled: {why}"),
+        ),
+        R::AlreadyCancelled => {
+            ApiError::conflict("ALREADY_CANCELLED", "the order is already cancelled")
+        }
+        R::UnknownBarcode => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UNKNOWN_BARCODE",
+            "no ticket of this event has that barcode",
+        ),
+        R::AlreadyScanned {
+            ticket_id,
+            scanned_ms,
+        } => ApiError::conflict("ALREADY_SCANNED", "this ticket was already scanned in")
+            .with_details(json!({ "ticket_id": ticket_id, "scanned_at": time(scanned_ms) })),
+        R::TicketVoid => ApiError::new(StatusCode::GONE, "TICKET_VOID", "this ticket is void"),
         R::NotOpen | R::WrongEvent { .. } => {
             ApiError::internal(format!("inventory refused a routed command: {r:?}"))
         }

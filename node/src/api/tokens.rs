@@ -75,6 +75,41 @@ fn sign(claims: &Claims, key: &[u8]) -> Result<String, ApiError> {
     .map_err(ApiError::internal)
 }
 
+/// What a ticket's QR code carries: the ticket, its seat and its barcode, signed
+/// with the cluster key so a gate can check it without asking the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketPass {
+    /// The ticket's holder.
+    pub sub: Uuid,
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    /// `ticket`.
+    pub typ: String,
+    pub event: Uuid,
+    /// The ticket id.
+    pub tid: Uuid,
+    pub barcode: String,
+    /// Section, row and seat, as printed.
+    pub seat: String,
+}
+
+/// Signs a ticket pass. Its times come from the ticket (issued) and the event
+/// (a day after it starts), so every node signs the same pass for a ticket.
+pub fn mint_ticket_pass(ctx: &AppState, mut pass: TicketPass) -> Result<String, ApiError> {
+    let (iss, key) = issuer(ctx)?;
+    pass.iss = iss;
+    pass.aud = AUDIENCE.to_string();
+    pass.typ = "ticket".into();
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &pass,
+        &EncodingKey::from_secret(&key),
+    )
+    .map_err(ApiError::internal)
+}
+
 /// The queue token of `user`'s entry in `event`'s waiting room, joined at
 /// `joined_ms`: the same token every time it is minted for that entry.
 pub fn mint_queue(

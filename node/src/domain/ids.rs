@@ -1,8 +1,9 @@
-//! Ids of things that live inside an event's group (seats, sections, reservations)
-//! carry the event: they are UUIDv8 (RFC 9562, custom) whose first six bytes are
-//! the event id's first six bytes. Any node can thus route `GET /reservations/{id}`
-//! to the right group with the catalog's prefix index, and tell a seat of another
-//! event from a seat that does not exist, without a lookup table per seat.
+//! Ids of things that live inside an event's group (seats, sections, reservations,
+//! orders, tickets, transfers) carry the event: they are UUIDv8 (RFC 9562, custom)
+//! whose first six bytes are the event id's first six bytes. Any node can thus
+//! route `GET /reservations/{id}` (or an order, a ticket) to the right group with
+//! the catalog's prefix index, and tell a seat of another event from a seat that
+//! does not exist, without a lookup table per seat.
 //!
 //! Layout: bytes 0..6 event prefix; byte 6 = 0x80 | kind (version 8); byte 8 has the
 //! RFC variant bits; the rest is the payload (a seat's index, a reservation's
@@ -19,6 +20,9 @@ pub enum Kind {
     Seat = 0,
     Section = 1,
     Reservation = 2,
+    Order = 3,
+    Ticket = 4,
+    Transfer = 5,
 }
 
 /// The prefix of an event id (or of any id inside the event).
@@ -53,9 +57,15 @@ pub fn section(event: &Uuid, index: u32) -> Uuid {
 
 /// A reservation id of the event, its other bits from `random` (a v4 uuid).
 pub fn reservation(event: &Uuid, random: &Uuid) -> Uuid {
+    inside(event, Kind::Reservation, random)
+}
+
+/// An id of `kind` inside the event, its other bits from `random` (any uuid whose
+/// last nine bytes vary: v4, or v5 for ids derived from others).
+pub fn inside(event: &Uuid, kind: Kind, random: &Uuid) -> Uuid {
     let mut payload = [0u8; 9];
     payload.copy_from_slice(&random.as_bytes()[7..]);
-    build(event, Kind::Reservation, payload)
+    build(event, kind, payload)
 }
 
 /// The kind of an id inside an event, if it is one.
@@ -68,6 +78,9 @@ pub fn kind(id: &Uuid) -> Option<Kind> {
         0 => Some(Kind::Seat),
         1 => Some(Kind::Section),
         2 => Some(Kind::Reservation),
+        3 => Some(Kind::Order),
+        4 => Some(Kind::Ticket),
+        5 => Some(Kind::Transfer),
         _ => None,
     }
 }
@@ -106,6 +119,10 @@ mod tests {
         assert_eq!(prefix(&r), prefix(&event));
         assert_eq!(seat_index(&event, &r), None);
         assert_eq!(kind(&section(&event, 3)), Some(Kind::Section));
+        for k in [Kind::Order, Kind::Ticket, Kind::Transfer] {
+            let id = inside(&event, k, &Uuid::new_v4());
+            assert_eq!((kind(&id), prefix(&id)), (Some(k), prefix(&event)));
+        }
         assert_eq!(kind(&Uuid::new_v4()), None);
         assert_ne!(seat(&event, 1), seat(&event, 2));
     }

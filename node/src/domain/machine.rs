@@ -34,9 +34,9 @@ pub struct GroupMachine {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Domain {
-    // Boxed: the catalog is far larger than an inventory's header.
+    // Boxed: both are large, and a machine moves between owners.
     Catalog(Box<Catalog>),
-    Inventory(Inventory),
+    Inventory(Box<Inventory>),
 }
 
 impl GroupMachine {
@@ -47,7 +47,7 @@ impl GroupMachine {
             dedup: Dedup::default(),
             domain: match kind {
                 GroupKind::Catalog => Domain::Catalog(Box::default()),
-                GroupKind::Inventory => Domain::Inventory(Inventory::default()),
+                GroupKind::Inventory => Domain::Inventory(Box::default()),
             },
         }
     }

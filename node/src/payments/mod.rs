@@ -1,7 +1,11 @@
 //! Payments: the [`PaymentGateway`] trait the node charges cards through, and its
 //! implementations. The simulated gateway ([`Simulated`], the default) honours
-//! Stripe's test card tokens so tests and demos need no network; a Stripe gateway
-//! joins it with orders (authorize, capture and refund come with them).
+//! Stripe's test card tokens so tests and demos need no network.
+//!
+//! Every call that moves money carries an idempotency key (the order id for an
+//! authorization, derived keys for capture and refund): asking again with the
+//! same key returns the first answer and moves nothing twice. That is how a group
+//! leader finishes an order another node started and then died.
 
 mod simulated;
 
@@ -32,8 +36,54 @@ pub enum GatewayError {
     Unavailable(String),
 }
 
+/// An authorization to ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge<'a> {
+    /// The idempotency key: the order id.
+    pub key: &'a str,
+    /// The card's gateway reference ([`Card::gateway_ref`]).
+    pub card_ref: &'a str,
+    pub amount_cents: u64,
+    /// ISO 4217, lower case.
+    pub currency: &'a str,
+    pub description: &'a str,
+}
+
+/// The gateway's answer to an authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorization {
+    /// The amount is reserved on the card; `payment_ref` names it for capture
+    /// and refund.
+    Authorized { payment_ref: String },
+    /// The card was declined (Stripe's decline code as the reason).
+    Declined { reason: String },
+}
+
 /// A payment service provider.
 pub trait PaymentGateway: Send + Sync {
     /// Turns a client's card token into a chargeable card.
     fn card<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Card, GatewayError>>;
+
+    /// Authorizes a charge without capturing it (idempotent by `charge.key`).
+    fn authorize<'a>(
+        &'a self,
+        charge: Charge<'a>,
+    ) -> BoxFuture<'a, Result<Authorization, GatewayError>>;
+
+    /// Captures an authorization in full (idempotent by `key`; capturing a captured
+    /// payment is a success).
+    fn capture<'a>(
+        &'a self,
+        payment_ref: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>>;
+
+    /// Gives a payment back: voids it if it was only authorized, refunds
+    /// `amount_cents` if it was captured (idempotent by `key`).
+    fn refund<'a>(
+        &'a self,
+        payment_ref: &'a str,
+        amount_cents: u64,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>>;
 }

@@ -2,10 +2,16 @@
 //! (https://docs.stripe.com/testing): the same brands and last four digits, and the
 //! tokens whose charges Stripe declines are accepted as cards here too (they are
 //! declined when charged, as on Stripe). Any other token is invalid.
+//!
+//! It keeps no state: an authorization's outcome is a function of the card and
+//! its payment reference a function of the idempotency key, so every node gives
+//! the same answer to the same key (idempotent across nodes and restarts, as a
+//! real gateway is). Capture and refund of a reference it issued always succeed.
+//! Money it "moves" is counted in metrics only.
 
 use futures::future::BoxFuture;
 
-use super::{Card, GatewayError, PaymentGateway};
+use super::{Authorization, Card, Charge, GatewayError, PaymentGateway};
 
 /// The simulated gateway (see the module doc).
 #[derive(Debug, Default, Clone)]
@@ -33,6 +39,21 @@ const TOKENS: &[(&str, &str, &str)] = &[
     ("tok_chargeDeclinedProcessingError", "Visa", "0119"),
     ("tok_chargeDeclinedFraudulent", "Visa", "0019"),
 ];
+
+/// Test tokens Stripe declines at charge time, with Stripe's decline code.
+const DECLINES: &[(&str, &str)] = &[
+    ("tok_chargeDeclined", "card_declined"),
+    ("tok_chargeDeclinedInsufficientFunds", "insufficient_funds"),
+    ("tok_chargeDeclinedLostCard", "lost_card"),
+    ("tok_chargeDeclinedStolenCard", "stolen_card"),
+    ("tok_chargeDeclinedExpiredCard", "expired_card"),
+    ("tok_chargeDeclinedIncorrectCvc", "incorrect_cvc"),
+    ("tok_chargeDeclinedProcessingError", "processing_error"),
+    ("tok_chargeDeclinedFraudulent", "fraudulent"),
+];
+
+/// The prefix of the payment references it issues.
+const REF_PREFIX: &str = "sim_pi_";
 
 /// The expiry year of every simulated card.
 pub const EXP_YEAR: u16 = 2034;
@@ -63,6 +84,66 @@ impl PaymentGateway for Simulated {
             })
         })
     }
+
+    fn authorize<'a>(
+        &'a self,
+        charge: Charge<'a>,
+    ) -> BoxFuture<'a, Result<Authorization, GatewayError>> {
+        Box::pin(async move {
+            if Self::lookup(charge.card_ref).is_none() {
+                return Err(GatewayError::InvalidToken(format!(
+                    "{:?} is not a card of this gateway",
+                    charge.card_ref
+                )));
+            }
+            if let Some((_, code)) = DECLINES.iter().find(|(t, _)| *t == charge.card_ref) {
+                metrics::counter!("boxoffice_simulated_declines_total").increment(1);
+                return Ok(Authorization::Declined {
+                    reason: (*code).to_string(),
+                });
+            }
+            metrics::counter!("boxoffice_simulated_authorized_cents_total")
+                .increment(charge.amount_cents);
+            Ok(Authorization::Authorized {
+                payment_ref: format!("{REF_PREFIX}{}", charge.key),
+            })
+        })
+    }
+
+    fn capture<'a>(
+        &'a self,
+        payment_ref: &'a str,
+        _key: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(async move {
+            check_ref(payment_ref)?;
+            metrics::counter!("boxoffice_simulated_captures_total").increment(1);
+            Ok(())
+        })
+    }
+
+    fn refund<'a>(
+        &'a self,
+        payment_ref: &'a str,
+        amount_cents: u64,
+        _key: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(async move {
+            check_ref(payment_ref)?;
+            metrics::counter!("boxoffice_simulated_refunded_cents_total").increment(amount_cents);
+            Ok(())
+        })
+    }
+}
+
+fn check_ref(payment_ref: &str) -> Result<(), GatewayError> {
+    if payment_ref.starts_with(REF_PREFIX) {
+        Ok(())
+    } else {
+        Err(GatewayError::InvalidToken(format!(
+            "{payment_ref:?} is not a payment of this gateway"
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -90,5 +171,43 @@ mod tests {
             g.card("tok_nope").await,
             Err(GatewayError::InvalidToken(_))
         ));
+    }
+
+    fn charge<'a>(card_ref: &'a str, key: &'a str) -> Charge<'a> {
+        Charge {
+            key,
+            card_ref,
+            amount_cents: 186_000,
+            currency: "usd",
+            description: "test",
+        }
+    }
+
+    #[tokio::test]
+    async fn authorizations_follow_the_card_and_repeat_by_key() {
+        let g = Simulated;
+        let a = g.authorize(charge("tok_visa", "order-1")).await.unwrap();
+        assert_eq!(a, g.authorize(charge("tok_visa", "order-1")).await.unwrap());
+        let Authorization::Authorized { payment_ref } = a else {
+            panic!("visa declined: {a:?}");
+        };
+        assert_ne!(
+            Authorization::Authorized {
+                payment_ref: payment_ref.clone()
+            },
+            g.authorize(charge("tok_visa", "order-2")).await.unwrap()
+        );
+        assert_eq!(
+            g.authorize(charge("tok_chargeDeclinedInsufficientFunds", "order-3"))
+                .await
+                .unwrap(),
+            Authorization::Declined {
+                reason: "insufficient_funds".into()
+            }
+        );
+        assert!(g.capture(&payment_ref, "k").await.is_ok());
+        assert!(g.refund(&payment_ref, 1, "k2").await.is_ok());
+        assert!(g.capture("pi_elsewhere", "k").await.is_err());
+        assert!(g.authorize(charge("tok_nope", "order-4")).await.is_err());
     }
 }

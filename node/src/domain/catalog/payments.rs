@@ -148,6 +148,11 @@ impl Catalog {
         CatalogResponse::PaymentMethodRemoved
     }
 
+    /// One payment method by id.
+    pub fn payment_method(&self, id: &Uuid) -> Option<&PaymentMethod> {
+        self.payment_methods.get(id)
+    }
+
     /// A user's payment methods, oldest first.
     pub fn payment_methods_of(&self, user: &Uuid) -> Vec<&PaymentMethod> {
         self.methods_of

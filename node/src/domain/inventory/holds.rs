@@ -110,6 +110,7 @@ impl Inventory {
         for r in &occupying {
             self.occupy(r);
         }
+        self.rebuild_orders();
     }
 
     /// Sets the seats' state and keeps the per-tier available counts in step.
@@ -165,7 +166,7 @@ impl Inventory {
 
     /// Moves a reservation to `status`, keeping the derived state and the disk in
     /// step.
-    fn transition(
+    pub(super) fn transition(
         &mut self,
         id: Uuid,
         status: ReservationStatus,
@@ -337,10 +338,12 @@ impl Inventory {
             }
             seats.push(i);
         }
-        let live = |r: &Uuid| {
-            self.reservations
-                .get(r)
-                .is_some_and(|r| r.status == ReservationStatus::Active && r.expires_ms > now_ms)
+        let live = |id: &Uuid| {
+            self.pinned(id)
+                || self
+                    .reservations
+                    .get(id)
+                    .is_some_and(|r| r.status == ReservationStatus::Active && r.expires_ms > now_ms)
         };
         self.taken(event_id, &seats, live).err()
     }
@@ -518,7 +521,10 @@ impl Inventory {
     /// A reservation as seen at `now_ms` (a live hold past its time reads EXPIRED).
     pub(super) fn view_at(&self, r: &Reservation, now_ms: i64) -> ReservationView {
         let event_id = self.event_id.unwrap_or_default();
-        let status = if r.status == ReservationStatus::Active && r.expires_ms <= now_ms {
+        let status = if r.status == ReservationStatus::Active
+            && r.expires_ms <= now_ms
+            && !self.pinned(&r.reservation_id)
+        {
             ReservationStatus::Expired
         } else {
             r.status

@@ -9,11 +9,18 @@
 //! The event's waiting room lives here too ([`queue`]): admission depends on the
 //! sale status, and buying frees a shopper's slot.
 //!
+//! Orders and their tickets live here as well ([`orders`]): an order pins, sells or
+//! releases its hold's seats in the same command that records the payment.
+//!
 //! Keys: `o` the event id, `s` the status, `l` the layout, `r{id}` a reservation,
-//! `q…` the waiting room.
+//! `q…` the waiting room, `O{id}` an order, `T{id}` a ticket.
 
+mod commands;
 mod holds;
 mod layout;
+pub mod orders;
+#[cfg(test)]
+mod orders_tests;
 #[cfg(test)]
 mod proptests;
 pub mod queue;
@@ -24,6 +31,7 @@ mod refusal_tests;
 #[cfg(test)]
 mod tests;
 
+pub use commands::*;
 pub use holds::{Reservation, ReservationStatus, SeatState};
 pub use layout::{EventLayout, RowLayout, SaleStatus, SectionLayout, TierLayout};
 pub use queue::{EntryState, Join, QueueLimits, QueueOutcome, QueueRejection, QueueView};
@@ -42,231 +50,6 @@ const EVENT_KEY: &[u8] = b"o";
 const STATUS_KEY: &[u8] = b"s";
 const LAYOUT_KEY: &[u8] = b"l";
 const RESERVATION_PREFIX: u8 = b'r';
-
-/// What an operator has said about the sale; `Scheduled` follows the dates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SaleOverride {
-    Scheduled,
-    OnSale,
-    Paused,
-    Cancelled,
-}
-
-/// Which seats a hold asks for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Pick {
-    /// These seats, all or none.
-    Seats(Vec<Uuid>),
-    /// The best `quantity` seats (of one tier, or any): adjacent in one row where
-    /// possible.
-    Best {
-        quantity: u32,
-        tier_id: Option<Uuid>,
-    },
-}
-
-/// Inventory commands. Each names its event, so a misrouted command is refused
-/// instead of applied to the wrong event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum InventoryCommand {
-    /// Binds a new group to its event and fixes its layout (the first write of
-    /// every event group; later opens are no-ops).
-    Open {
-        event_id: Uuid,
-        layout: Box<EventLayout>,
-    },
-    SetStatus {
-        event_id: Uuid,
-        status: SaleOverride,
-    },
-    /// Holds seats for a user until `hold_ms` after the command's time.
-    Reserve {
-        event_id: Uuid,
-        reservation_id: Uuid,
-        user_id: Uuid,
-        pick: Pick,
-        hold_ms: i64,
-    },
-    /// The owner gives a hold up (idempotent).
-    Release {
-        event_id: Uuid,
-        reservation_id: Uuid,
-        user_id: Uuid,
-    },
-    /// Expires every hold that is due (the leader proposes it when one is).
-    Sweep { event_id: Uuid },
-    /// A live hold's seats become SOLD (an order paid for them).
-    Convert {
-        event_id: Uuid,
-        reservation_id: Uuid,
-    },
-    /// Sold seats go back on sale (their order was cancelled and refunded).
-    Refund {
-        event_id: Uuid,
-        reservation_id: Uuid,
-    },
-    /// A fan joins the waiting room.
-    QueueJoin { event_id: Uuid, join: queue::Join },
-    /// A fan leaves the waiting room, or gives up an access window (idempotent).
-    QueueLeave { event_id: Uuid, user_id: Uuid },
-    /// Ends the access windows that are over and lets the head of the queue in
-    /// (the group leader proposes it while fans wait).
-    QueueAdmit { event_id: Uuid, limits: QueueLimits },
-    /// A `Reserve` made with a waiting room's access token: applied only while its
-    /// user is an admitted shopper (window open, not left, not bought), else
-    /// refused with `QueueRejection::NotAdmitted`.
-    AsShopper(Box<InventoryCommand>),
-}
-
-impl InventoryCommand {
-    /// The event a command names.
-    pub fn event_id(&self) -> Uuid {
-        match self {
-            InventoryCommand::Open { event_id, .. }
-            | InventoryCommand::SetStatus { event_id, .. }
-            | InventoryCommand::Reserve { event_id, .. }
-            | InventoryCommand::Release { event_id, .. }
-            | InventoryCommand::Sweep { event_id }
-            | InventoryCommand::Convert { event_id, .. }
-            | InventoryCommand::Refund { event_id, .. }
-            | InventoryCommand::QueueJoin { event_id, .. }
-            | InventoryCommand::QueueLeave { event_id, .. }
-            | InventoryCommand::QueueAdmit { event_id, .. } => *event_id,
-            InventoryCommand::AsShopper(inner) => inner.event_id(),
-        }
-    }
-}
-
-/// Reads of an event's inventory. They judge expiry by the group's replicated
-/// clock (the latest leader stamp applied), never the reader's wall clock: every
-/// replica at the same log index gives the same answer, and a hold reads as
-/// expired exactly when writes treat it so (the leader's sweep makes that prompt).
-/// The chaos suite's clock nemesis caught reads that judged by the reader's clock
-/// flickering between EXPIRED and ACTIVE across nodes with skewed clocks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum InventoryQuery {
-    /// Which event the group serves and its operator status.
-    Status,
-    /// Sale status and seats available per tier; `now_ms` is the reader's clock,
-    /// used only for the date-based sale status (the sale opening does not wait
-    /// for a write to the group).
-    Availability { now_ms: i64 },
-    /// Every seat's state, by seat index.
-    Seats,
-    /// One reservation.
-    Reservation { reservation_id: Uuid },
-    /// A user's waiting-room entry.
-    Queue { user_id: Uuid },
-}
-
-/// The event and operator status a group holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InventoryView {
-    pub event_id: Option<Uuid>,
-    pub status: SaleOverride,
-    pub changed_ms: i64,
-}
-
-/// Sale status and availability.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AvailabilityView {
-    pub status: SaleStatus,
-    /// Available seats per tier, in tier order.
-    pub available_by_tier: Vec<u32>,
-    pub available: u32,
-    pub capacity: u32,
-    /// Stamped time of the last change to any seat (0: none yet).
-    pub last_updated_ms: i64,
-}
-
-/// Every seat's state, by seat index: 0 available, 1 reserved, 2 sold.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SeatsView {
-    pub states: Vec<u8>,
-    pub last_updated_ms: i64,
-}
-
-/// A reservation as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReservationView {
-    pub reservation_id: Uuid,
-    pub event_id: Uuid,
-    pub user_id: Uuid,
-    pub seat_ids: Vec<Uuid>,
-    pub status: ReservationStatus,
-    pub created_ms: i64,
-    pub expires_ms: i64,
-    pub price_cents: u64,
-    pub fees_cents: u64,
-}
-
-/// Answers to [`InventoryQuery`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum InventoryAnswer {
-    Status(InventoryView),
-    /// `None` until the group is opened with its layout.
-    Availability(Option<AvailabilityView>),
-    Seats(Option<SeatsView>),
-    Reservation(Option<ReservationView>),
-    Queue(Option<QueueView>),
-}
-
-/// Inventory outcomes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum InventoryResponse {
-    Status {
-        event_id: Uuid,
-        status: SaleOverride,
-        changed_ms: i64,
-    },
-    Reserved(ReservationView),
-    Released(ReservationView),
-    Converted(ReservationView),
-    Refunded(ReservationView),
-    Swept {
-        expired: u32,
-    },
-    Rejected(InventoryRejection),
-    Queue(QueueOutcome),
-}
-
-/// Business refusals.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum InventoryRejection {
-    /// The group serves another event.
-    WrongEvent {
-        serves: Uuid,
-    },
-    /// A cancelled sale stays cancelled.
-    Cancelled,
-    /// The group has no layout yet.
-    NotOpen,
-    /// Holds are not taken in this sale status.
-    NotOnSale(SaleStatus),
-    /// Held by someone else (or by another of your holds).
-    SeatsUnavailable(Vec<Uuid>),
-    /// Sold.
-    SeatsSold(Vec<Uuid>),
-    /// Best available found fewer seats than asked.
-    NotEnoughSeats {
-        available: u32,
-    },
-    /// Held and bought tickets would pass the per-user limit.
-    PurchaseLimit {
-        limit: u32,
-        have: u32,
-        asked: u32,
-    },
-    UnknownSeats(Vec<Uuid>),
-    DuplicateSeats(Vec<Uuid>),
-    UnknownTier(Uuid),
-    UnknownReservation,
-    NotOwner,
-    /// The reservation is no longer live (released, expired, converted, refunded).
-    ReservationClosed(ReservationStatus),
-    Invalid(String),
-    Queue(QueueRejection),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct StatusRecord {
@@ -291,6 +74,12 @@ pub struct Inventory {
     last_updated_ms: i64,
     /// The waiting room (persisted and restored on its own).
     queue: Box<queue::WaitingRoom>,
+    orders: BTreeMap<Uuid, orders::Order>,
+    tickets: BTreeMap<Uuid, orders::Ticket>,
+    // Derived from the orders and tickets (rebuilt by `rebuild_orders`):
+    /// The order of each hold that has one.
+    order_of: BTreeMap<Uuid, Uuid>,
+    barcodes: BTreeMap<String, Uuid>,
 }
 
 impl Inventory {
@@ -349,10 +138,23 @@ impl Inventory {
                 reservation_id,
                 user_id,
                 ..
-            } => self
-                .release(reservation_id, user_id, ctx, changes)
-                .map(InventoryResponse::Released),
+            } => {
+                if self.pinned(&reservation_id) {
+                    Err(InventoryRejection::OrderPending)
+                } else {
+                    self.release(reservation_id, user_id, ctx, changes)
+                        .map(InventoryResponse::Released)
+                }
+            }
             InventoryCommand::Sweep { .. } => Ok(InventoryResponse::Swept { expired }),
+            InventoryCommand::Convert { reservation_id, .. }
+            | InventoryCommand::Refund { reservation_id, .. }
+                if self.order_of.contains_key(&reservation_id) =>
+            {
+                Err(InventoryRejection::Invalid(
+                    "an ordered hold is sold and refunded by its order".into(),
+                ))
+            }
             InventoryCommand::Convert { reservation_id, .. } => {
                 let was_live = self
                     .reservations
@@ -369,6 +171,31 @@ impl Inventory {
             InventoryCommand::Refund { reservation_id, .. } => self
                 .refund(reservation_id, ctx, changes)
                 .map(InventoryResponse::Refunded),
+            InventoryCommand::OrderCreate { order, .. } => self
+                .create_order(*order, ctx, changes)
+                .map(|v| InventoryResponse::Order(Box::new(v))),
+            InventoryCommand::OrderSettle {
+                order_id,
+                settlement,
+                nonce,
+                ..
+            } => self
+                .settle_order(order_id, settlement, nonce, ctx, changes)
+                .map(|v| InventoryResponse::Order(Box::new(v))),
+            InventoryCommand::OrderCaptured { order_id, .. } => self
+                .order_captured(order_id, ctx, changes)
+                .map(|v| InventoryResponse::Order(Box::new(v))),
+            InventoryCommand::OrderCancel {
+                order_id, user_id, ..
+            } => self
+                .cancel_order(order_id, user_id, ctx, changes)
+                .map(|v| InventoryResponse::Order(Box::new(v))),
+            InventoryCommand::OrderRefunded { order_id, .. } => self
+                .order_refunded(order_id, ctx, changes)
+                .map(|v| InventoryResponse::Order(Box::new(v))),
+            InventoryCommand::TicketScan { barcode, .. } => self
+                .scan(&barcode, ctx, changes)
+                .map(InventoryResponse::Scanned),
             InventoryCommand::QueueJoin { join, .. } => match sale {
                 None => Err(InventoryRejection::NotOpen),
                 Some(s @ (SaleStatus::Cancelled | SaleStatus::Ended)) => {
@@ -467,6 +294,12 @@ impl Inventory {
             self.reservations.insert(r.reservation_id, r);
         } else if queue::WaitingRoom::is_key(k) {
             self.queue.restore(k, v)?;
+        } else if k.first() == Some(&orders::ORDER_PREFIX) {
+            let o: orders::Order = codec::decode(v)?;
+            self.orders.insert(o.order_id, o);
+        } else if k.first() == Some(&orders::TICKET_PREFIX) {
+            let t: orders::Ticket = codec::decode(v)?;
+            self.tickets.insert(t.ticket_id, t);
         } else {
             return Err(Error::Decode(format!("unknown inventory key {k:?}")));
         }
@@ -506,6 +339,12 @@ impl Inventory {
             out.push((reservation_key(&r.reservation_id), encode_value(r)));
         }
         self.queue.dump(out);
+        for o in self.orders.values() {
+            out.push((orders::order_key(&o.order_id), encode_value(o)));
+        }
+        for t in self.tickets.values() {
+            out.push((orders::ticket_key(&t.ticket_id), encode_value(t)));
+        }
     }
 
     /// Answers `q` as of `now_ms`, the group's replicated clock.
@@ -530,6 +369,12 @@ impl Inventory {
             ),
             InventoryQuery::Queue { user_id } => {
                 InventoryAnswer::Queue(self.queue.entry_of(user_id, now_ms))
+            }
+            InventoryQuery::Order { order_id } => {
+                InventoryAnswer::Order(self.order_view(order_id).map(Box::new))
+            }
+            InventoryQuery::Ticket { ticket_id } => {
+                InventoryAnswer::Ticket(self.ticket(ticket_id).cloned())
             }
         }
     }

@@ -1,0 +1,680 @@
+//! Orders and tickets: the event group's half of the order saga (docs/design.md,
+//! "Orders"). An order is created PENDING from a live hold, whose seats it pins
+//! (the hold no longer expires); the payment's outcome settles it: CONFIRMED with
+//! one ticket per seat and the seats SOLD, or FAILED with the seats released. A
+//! confirmed order is then captured; a cancelled one voids its tickets, puts its
+//! seats back on sale and owes a refund until the refund is recorded. Every step
+//! after creation is idempotent by order id, so whichever node drives the saga (the
+//! request's node, or a leader recovering orders a crash left behind) may repeat
+//! any step. A ticket scans in exactly once.
+//!
+//! Barcodes come from a nonce the settling command carries (randomness from the
+//! log), so every replica issues the same ones.
+//!
+//! Keys: `O{id}` an order, `T{id}` a ticket.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Inventory, InventoryRejection, ReservationStatus};
+use crate::domain::ids::{self, Kind};
+use crate::domain::machine::encode_value;
+use crate::domain::{ApplyCtx, Change};
+
+pub(super) const ORDER_PREFIX: u8 = b'O';
+pub(super) const TICKET_PREFIX: u8 = b'T';
+
+/// Longest delivery method name and billing address (JSON text) kept.
+pub const MAX_DELIVERY_LEN: usize = 32;
+pub const MAX_BILLING_LEN: usize = 2048;
+
+/// An order's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderStatus {
+    /// Created; the payment's outcome is not recorded yet.
+    Pending,
+    /// Paid for (authorized at least): tickets issued, seats sold.
+    Confirmed,
+    /// The payment was declined: no tickets, seats released.
+    Failed,
+    /// Cancelled after confirmation: tickets void, seats back on sale.
+    Cancelled,
+}
+
+impl OrderStatus {
+    /// The JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "PENDING",
+            OrderStatus::Confirmed => "CONFIRMED",
+            OrderStatus::Failed => "FAILED",
+            OrderStatus::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+/// Where the order's money is, as far as the group has recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentState {
+    /// Authorization asked for (or about to be).
+    Authorizing,
+    Authorized,
+    Captured,
+    Declined,
+    /// Cancelled: the authorization is to be voided or the capture refunded.
+    Refunding,
+    Refunded,
+}
+
+impl PaymentState {
+    /// The JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PaymentState::Authorizing => "PENDING",
+            PaymentState::Authorized => "AUTHORIZED",
+            PaymentState::Captured => "CAPTURED",
+            PaymentState::Declined => "DECLINED",
+            PaymentState::Refunding => "REFUND_PENDING",
+            PaymentState::Refunded => "REFUNDED",
+        }
+    }
+}
+
+/// The saga step an order waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SagaStep {
+    /// Ask the gateway to authorize (idempotency key: the order id), then settle.
+    Authorize,
+    /// Capture the authorization, then record it.
+    Capture,
+    /// Void or refund the payment, then record it.
+    Refund,
+}
+
+/// What an `OrderCreate` carries: the node resolved the payment method and the tax
+/// rate; the group takes the amounts from the hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrder {
+    pub order_id: Uuid,
+    pub reservation_id: Uuid,
+    pub user_id: Uuid,
+    pub payment_method_id: Uuid,
+    /// What the gateway charges (the payment method's gateway reference).
+    pub card_ref: String,
+    /// The billing address as the client sent it (JSON text), if any.
+    pub billing_address: Option<String>,
+    /// `MOBILE`, `EMAIL`, ...
+    pub delivery_method: String,
+    /// Tax in basis points of the subtotal.
+    pub tax_bps: u32,
+}
+
+/// The gateway's answer to an authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Settlement {
+    Authorized { payment_ref: String },
+    Declined { reason: String },
+}
+
+/// An order (persisted under `O{id}`). Times are stamped; 0 means not yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: Uuid,
+    pub reservation_id: Uuid,
+    pub user_id: Uuid,
+    pub payment_method_id: Uuid,
+    pub card_ref: String,
+    pub billing_address: Option<String>,
+    pub delivery_method: String,
+    /// Seat indexes, as the hold had them.
+    pub seats: Vec<u32>,
+    pub subtotal_cents: u64,
+    pub fees_cents: u64,
+    pub taxes_cents: u64,
+    pub total_cents: u64,
+    pub status: OrderStatus,
+    pub payment: PaymentState,
+    /// The gateway's id of the authorization (a PaymentIntent id on Stripe).
+    pub payment_ref: Option<String>,
+    /// Why the payment failed.
+    pub failure: Option<String>,
+    pub tickets: Vec<Uuid>,
+    pub created_ms: i64,
+    pub confirmed_ms: i64,
+    pub captured_ms: i64,
+    pub cancelled_ms: i64,
+    pub refunded_ms: i64,
+}
+
+impl Order {
+    /// The saga step this order waits for, if any.
+    pub fn next_step(&self) -> Option<SagaStep> {
+        match (self.status, self.payment) {
+            (OrderStatus::Pending, _) => Some(SagaStep::Authorize),
+            (OrderStatus::Confirmed, PaymentState::Authorized) => Some(SagaStep::Capture),
+            (_, PaymentState::Refunding) => Some(SagaStep::Refund),
+            _ => None,
+        }
+    }
+
+    /// When the order last moved: its pending step is due since then.
+    pub fn last_step_ms(&self) -> i64 {
+        self.created_ms
+            .max(self.confirmed_ms)
+            .max(self.captured_ms)
+            .max(self.cancelled_ms)
+    }
+
+    /// What a refund returns: everything paid.
+    pub fn refund_cents(&self) -> u64 {
+        self.total_cents
+    }
+}
+
+/// A ticket's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TicketStatus {
+    Active,
+    /// Scanned in at the gate.
+    Admitted,
+    /// Its order was cancelled.
+    Void,
+}
+
+impl TicketStatus {
+    /// The JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TicketStatus::Active => "ACTIVE",
+            TicketStatus::Admitted => "ADMITTED",
+            TicketStatus::Void => "VOID",
+        }
+    }
+}
+
+/// A ticket for one seat (persisted under `T{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub ticket_id: Uuid,
+    pub order_id: Uuid,
+    /// Who holds it now.
+    pub holder: Uuid,
+    pub seat: u32,
+    /// Twelve digits, unique in the event.
+    pub barcode: String,
+    pub status: TicketStatus,
+    pub issued_ms: i64,
+    pub scanned_ms: i64,
+}
+
+/// An order with its tickets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub event_id: Uuid,
+    pub order: Order,
+    pub tickets: Vec<Ticket>,
+}
+
+/// A pending saga step, for the leader's recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueStep {
+    pub order_id: Uuid,
+    pub step: SagaStep,
+    pub since_ms: i64,
+}
+
+/// `amount × bps / 10,000`, rounded half up, in integer arithmetic.
+pub fn percent_of(amount_cents: u64, bps: u32) -> u64 {
+    let x = u128::from(amount_cents) * u128::from(bps);
+    u64::try_from((x + 5_000) / 10_000).unwrap_or(u64::MAX)
+}
+
+pub(super) fn order_key(id: &Uuid) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(ORDER_PREFIX);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub(super) fn ticket_key(id: &Uuid) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(TICKET_PREFIX);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// SplitMix64's output function.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Inventory {
+    /// Whether a hold is pinned by a pending order (it does not expire).
+    pub(super) fn pinned(&self, reservation_id: &Uuid) -> bool {
+        self.order_of
+            .get(reservation_id)
+            .and_then(|o| self.orders.get(o))
+            .is_some_and(|o| o.status == OrderStatus::Pending)
+    }
+
+    /// Rebuilds the orders' derived state (after the holds' own rebuild).
+    pub(super) fn rebuild_orders(&mut self) {
+        self.order_of = self
+            .orders
+            .values()
+            .map(|o| (o.reservation_id, o.order_id))
+            .collect();
+        self.barcodes = self
+            .tickets
+            .values()
+            .map(|t| (t.barcode.clone(), t.ticket_id))
+            .collect();
+        let pinned: Vec<(i64, Uuid)> = self
+            .orders
+            .values()
+            .filter(|o| o.status == OrderStatus::Pending)
+            .filter_map(|o| self.reservations.get(&o.reservation_id))
+            .map(|r| (r.expires_ms, r.reservation_id))
+            .collect();
+        for p in pinned {
+            self.expiries.remove(&p);
+        }
+    }
+
+    fn put_order(&mut self, o: Order, changes: &mut Vec<Change>) -> OrderView {
+        changes.push(Change::Put(order_key(&o.order_id), encode_value(&o)));
+        let id = o.order_id;
+        self.orders.insert(id, o);
+        self.order_view(&id)
+            .unwrap_or_else(|| unreachable!("just inserted"))
+    }
+
+    fn put_ticket(&mut self, t: Ticket, changes: &mut Vec<Change>) {
+        changes.push(Change::Put(ticket_key(&t.ticket_id), encode_value(&t)));
+        self.barcodes.insert(t.barcode.clone(), t.ticket_id);
+        self.tickets.insert(t.ticket_id, t);
+    }
+
+    /// An order with its tickets.
+    pub fn order_view(&self, id: &Uuid) -> Option<OrderView> {
+        let order = self.orders.get(id)?.clone();
+        let tickets = order
+            .tickets
+            .iter()
+            .filter_map(|t| self.tickets.get(t).cloned())
+            .collect();
+        Some(OrderView {
+            event_id: self.event_id.unwrap_or_default(),
+            order,
+            tickets,
+        })
+    }
+
+    /// The saga steps orders wait for, oldest first.
+    pub fn sagas_due(&self) -> Vec<DueStep> {
+        let mut due: Vec<DueStep> = self
+            .orders
+            .values()
+            .filter_map(|o| {
+                o.next_step().map(|step| DueStep {
+                    order_id: o.order_id,
+                    step,
+                    since_ms: o.last_step_ms(),
+                })
+            })
+            .collect();
+        due.sort_by_key(|d| d.since_ms);
+        due
+    }
+
+    /// A ticket by id.
+    pub fn ticket(&self, id: &Uuid) -> Option<&Ticket> {
+        self.tickets.get(id)
+    }
+
+    /// Every order.
+    pub fn orders(&self) -> impl Iterator<Item = &Order> {
+        self.orders.values()
+    }
+
+    /// Every ticket.
+    pub fn tickets(&self) -> impl Iterator<Item = &Ticket> {
+        self.tickets.values()
+    }
+
+    /// Creates a PENDING order from the user's live hold, or answers the order the
+    /// hold already has (one order per hold).
+    pub(super) fn create_order(
+        &mut self,
+        n: NewOrder,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> Result<OrderView, InventoryRejection> {
+        let existing = self
+            .orders
+            .get(&n.order_id)
+            .or_else(|| {
+                self.order_of
+                    .get(&n.reservation_id)
+                    .and_then(|o| self.orders.get(o))
+            })
+            .map(|o| (o.order_id, o.user_id));
+        if let Some((id, owner)) = existing {
+            if owner != n.user_id {
+                return Err(InventoryRejection::NotOwner);
+            }
+            return self.order_view(&id).ok_or(InventoryRejection::UnknownOrder);
+        }
+        if n.delivery_method.is_empty() || n.delivery_method.len() > MAX_DELIVERY_LEN {
+            return Err(InventoryRejection::Invalid(format!(
+                "delivery_method must be 1 to {MAX_DELIVERY_LEN} bytes"
+            )));
+        }
+        if n.billing_address
+            .as_ref()
+            .is_some_and(|b| b.len() > MAX_BILLING_LEN)
+        {
+            return Err(InventoryRejection::Invalid(format!(
+                "billing_address is over {MAX_BILLING_LEN} bytes"
+            )));
+        }
+        if n.card_ref.is_empty() || n.tax_bps > 10_000 {
+            return Err(InventoryRejection::Invalid(
+                "an order needs a card and a tax rate of at most 100%".into(),
+            ));
+        }
+        if ids::kind(&n.order_id) != Some(Kind::Order)
+            || self
+                .event_id
+                .is_none_or(|e| ids::prefix(&e) != ids::prefix(&n.order_id))
+        {
+            return Err(InventoryRejection::Invalid(
+                "an order id must be an order id of this event".into(),
+            ));
+        }
+        let r = self
+            .reservations
+            .get(&n.reservation_id)
+            .ok_or(InventoryRejection::UnknownReservation)?;
+        if r.user_id != n.user_id {
+            return Err(InventoryRejection::NotOwner);
+        }
+        if r.status != ReservationStatus::Active {
+            return Err(InventoryRejection::ReservationClosed(r.status));
+        }
+        let subtotal = r.price_cents;
+        let fees = r.fees_cents;
+        let taxes = percent_of(subtotal, n.tax_bps);
+        let order = Order {
+            order_id: n.order_id,
+            reservation_id: n.reservation_id,
+            user_id: n.user_id,
+            payment_method_id: n.payment_method_id,
+            card_ref: n.card_ref,
+            billing_address: n.billing_address,
+            delivery_method: n.delivery_method,
+            seats: r.seats.clone(),
+            subtotal_cents: subtotal,
+            fees_cents: fees,
+            taxes_cents: taxes,
+            total_cents: subtotal.saturating_add(fees).saturating_add(taxes),
+            status: OrderStatus::Pending,
+            payment: PaymentState::Authorizing,
+            payment_ref: None,
+            failure: None,
+            tickets: Vec::new(),
+            created_ms: ctx.now_ms,
+            confirmed_ms: 0,
+            captured_ms: 0,
+            cancelled_ms: 0,
+            refunded_ms: 0,
+        };
+        // The hold is pinned: it stays ACTIVE until the payment's outcome.
+        self.expiries.remove(&(r.expires_ms, r.reservation_id));
+        self.order_of.insert(n.reservation_id, n.order_id);
+        Ok(self.put_order(order, changes))
+    }
+
+    /// Records the payment's outcome of a PENDING order (a settled order answers
+    /// as it is: the first outcome wins).
+    pub(super) fn settle_order(
+        &mut self,
+        order_id: Uuid,
+        settlement: Settlement,
+        nonce: u64,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> Result<OrderView, InventoryRejection> {
+        let mut o = self
+            .orders
+            .get(&order_id)
+            .cloned()
+            .ok_or(InventoryRejection::UnknownOrder)?;
+        if o.status != OrderStatus::Pending {
+            return self
+                .order_view(&order_id)
+                .ok_or(InventoryRejection::UnknownOrder);
+        }
+        match settlement {
+            Settlement::Authorized { payment_ref } => {
+                o.payment_ref = Some(payment_ref);
+                let sold = self
+                    .transition(
+                        o.reservation_id,
+                        ReservationStatus::Converted,
+                        ctx.now_ms,
+                        changes,
+                    )
+                    .is_some();
+                if !sold {
+                    // Cannot happen while the hold is pinned; if it did, the money
+                    // goes back rather than being kept without tickets.
+                    o.status = OrderStatus::Failed;
+                    o.payment = PaymentState::Refunding;
+                    o.failure = Some("the hold was gone when the payment came".into());
+                    o.cancelled_ms = ctx.now_ms;
+                    return Ok(self.put_order(o, changes));
+                }
+                self.queue.bought(o.user_id, ctx.now_ms, changes);
+                let event_id = self.event_id.unwrap_or_default();
+                for (i, &seat) in o.seats.iter().enumerate() {
+                    let ticket_id = ids::inside(
+                        &event_id,
+                        Kind::Ticket,
+                        &Uuid::new_v5(&order_id, &(i as u64).to_be_bytes()),
+                    );
+                    let barcode = self.fresh_barcode(nonce, i as u64);
+                    o.tickets.push(ticket_id);
+                    self.put_ticket(
+                        Ticket {
+                            ticket_id,
+                            order_id,
+                            holder: o.user_id,
+                            seat,
+                            barcode,
+                            status: TicketStatus::Active,
+                            issued_ms: ctx.now_ms,
+                            scanned_ms: 0,
+                        },
+                        changes,
+                    );
+                }
+                o.status = OrderStatus::Confirmed;
+                o.payment = PaymentState::Authorized;
+                o.confirmed_ms = ctx.now_ms;
+            }
+            Settlement::Declined { reason } => {
+                self.transition(
+                    o.reservation_id,
+                    ReservationStatus::Released,
+                    ctx.now_ms,
+                    changes,
+                );
+                o.status = OrderStatus::Failed;
+                o.payment = PaymentState::Declined;
+                o.failure = Some(reason);
+            }
+        }
+        Ok(self.put_order(o, changes))
+    }
+
+    /// Twelve digits no ticket of the event has, drawn from the nonce.
+    fn fresh_barcode(&self, nonce: u64, i: u64) -> String {
+        let mut z = mix(nonce ^ mix(i));
+        loop {
+            let code = format!("{:012}", z % 1_000_000_000_000);
+            if !self.barcodes.contains_key(&code) {
+                return code;
+            }
+            z = mix(z);
+        }
+    }
+
+    /// Records a capture (only a confirmed, authorized order moves).
+    pub(super) fn order_captured(
+        &mut self,
+        order_id: Uuid,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> Result<OrderView, InventoryRejection> {
+        let mut o = self
+            .orders
+            .get(&order_id)
+            .cloned()
+            .ok_or(InventoryRejection::UnknownOrder)?;
+        if (o.status, o.payment) != (OrderStatus::Confirmed, PaymentState::Authorized) {
+            return self
+                .order_view(&order_id)
+                .ok_or(InventoryRejection::UnknownOrder);
+        }
+        o.payment = PaymentState::Captured;
+        o.captured_ms = ctx.now_ms;
+        Ok(self.put_order(o, changes))
+    }
+
+    /// The buyer cancels a confirmed order before the event starts and before any
+    /// of its tickets is scanned: tickets void, seats back on sale, refund due.
+    pub(super) fn cancel_order(
+        &mut self,
+        order_id: Uuid,
+        user_id: Uuid,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> Result<OrderView, InventoryRejection> {
+        let mut o = self
+            .orders
+            .get(&order_id)
+            .cloned()
+            .ok_or(InventoryRejection::UnknownOrder)?;
+        if o.user_id != user_id {
+            return Err(InventoryRejection::NotOwner);
+        }
+        let not = |why: &str| Err(InventoryRejection::OrderNotCancellable(why.into()));
+        match o.status {
+            OrderStatus::Cancelled => return Err(InventoryRejection::AlreadyCancelled),
+            OrderStatus::Pending => return not("the order's payment is still being processed"),
+            OrderStatus::Failed => return not("the order failed; nothing was charged"),
+            OrderStatus::Confirmed => {}
+        }
+        if self
+            .layout
+            .as_ref()
+            .is_some_and(|l| ctx.now_ms >= l.date_ms)
+        {
+            return not("the event has started");
+        }
+        let scanned = o
+            .tickets
+            .iter()
+            .filter_map(|t| self.tickets.get(t))
+            .any(|t| t.status == TicketStatus::Admitted);
+        if scanned {
+            return not("a ticket of this order was scanned in");
+        }
+        for id in o.tickets.clone() {
+            if let Some(mut t) = self.tickets.get(&id).cloned() {
+                t.status = TicketStatus::Void;
+                self.put_ticket(t, changes);
+            }
+        }
+        self.transition(
+            o.reservation_id,
+            ReservationStatus::Refunded,
+            ctx.now_ms,
+            changes,
+        );
+        o.status = OrderStatus::Cancelled;
+        o.payment = PaymentState::Refunding;
+        o.cancelled_ms = ctx.now_ms;
+        Ok(self.put_order(o, changes))
+    }
+
+    /// Records that the payment of a cancelled order went back.
+    pub(super) fn order_refunded(
+        &mut self,
+        order_id: Uuid,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> Result<OrderView, InventoryRejection> {
+        let mut o = self
+            .orders
+            .get(&order_id)
+            .cloned()
+            .ok_or(InventoryRejection::UnknownOrder)?;
+        if o.payment != PaymentState::Refunding {
+            return self
+                .order_view(&order_id)
+                .ok_or(InventoryRejection::UnknownOrder);
+        }
+        o.payment = PaymentState::Refunded;
+        o.refunded_ms = ctx.now_ms;
+        Ok(self.put_order(o, changes))
+    }
+
+    /// Admits the ticket with `barcode` once.
+    pub(super) fn scan(
+        &mut self,
+        barcode: &str,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> Result<Ticket, InventoryRejection> {
+        let mut t = self
+            .barcodes
+            .get(barcode)
+            .and_then(|id| self.tickets.get(id))
+            .cloned()
+            .ok_or(InventoryRejection::UnknownBarcode)?;
+        match t.status {
+            TicketStatus::Admitted => Err(InventoryRejection::AlreadyScanned {
+                ticket_id: t.ticket_id,
+                scanned_ms: t.scanned_ms,
+            }),
+            TicketStatus::Void => Err(InventoryRejection::TicketVoid),
+            TicketStatus::Active => {
+                t.status = TicketStatus::Admitted;
+                t.scanned_ms = ctx.now_ms;
+                self.put_ticket(t.clone(), changes);
+                Ok(t)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_round_half_up_in_cents() {
+        // The spec's example: 1,500.00 at 15% and 9%.
+        assert_eq!(percent_of(150_000, 1_500), 22_500);
+        assert_eq!(percent_of(150_000, 900), 13_500);
+        assert_eq!(percent_of(1, 5_000), 1);
+        assert_eq!(percent_of(1, 4_999), 0);
+        assert_eq!(percent_of(0, 900), 0);
+        assert_eq!(percent_of(u64::MAX, 10_000), u64::MAX);
+    }
+}
