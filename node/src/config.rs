@@ -41,6 +41,8 @@ pub struct ClusterConfig {
     pub storage: StorageSettings,
     #[serde(default)]
     pub orders: OrdersConfig,
+    #[serde(default)]
+    pub payments: PaymentsConfig,
     /// Directory of the file this was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -228,6 +230,52 @@ fn percent_to_bps(p: f64) -> u32 {
     (p * 100.0).round().clamp(0.0, 10_000.0) as u32
 }
 
+/// Which payment gateway nodes charge cards through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayKind {
+    /// No network; Stripe's test tokens (the default).
+    Simulated,
+    /// Stripe's API (a node built with the `stripe` feature).
+    Stripe,
+}
+
+/// Which Stripe the Stripe gateway talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StripeFlavor {
+    /// Stripe itself, or a server that speaks its API fully.
+    Stripe,
+    /// The localstripe emulator: card numbers instead of tokens, fewer fields.
+    Localstripe,
+}
+
+/// The payment gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    pub gateway: GatewayKind,
+    /// The secret key (`sk_...`); empty: from `BOXOFFICE_STRIPE_API_KEY`.
+    pub stripe_api_key: String,
+    /// Where Stripe's API is (a base with a path ends in `/`).
+    pub stripe_api_base: String,
+    pub stripe_flavor: StripeFlavor,
+    /// Each call to Stripe, at most.
+    pub stripe_timeout_ms: u64,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            gateway: GatewayKind::Simulated,
+            stripe_api_key: String::new(),
+            stripe_api_base: "https://api.stripe.com/".into(),
+            stripe_flavor: StripeFlavor::Stripe,
+            stripe_timeout_ms: 10_000,
+        }
+    }
+}
+
 /// RocksDB tuning.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -408,6 +456,17 @@ impl ClusterConfig {
                 "orders.recovery_interval_ms and orders.recovery_grace_ms must be at least 1"
                     .into(),
             );
+        }
+        let p = &self.payments;
+        if p.gateway == GatewayKind::Stripe {
+            if !(p.stripe_api_base.starts_with("http://")
+                || p.stripe_api_base.starts_with("https://"))
+            {
+                return bad("payments.stripe_api_base must be an http(s) URL".into());
+            }
+            if p.stripe_timeout_ms == 0 {
+                return bad("payments.stripe_timeout_ms must be at least 1".into());
+            }
         }
         if self.api.max_in_flight == 0 {
             return bad("api.max_in_flight must be at least 1".into());

@@ -20,6 +20,27 @@ use crate::payments::{Authorization, Charge, GatewayError};
 use crate::raft::GroupId;
 use crate::server::NodeCtx;
 
+/// A crash point of the saga, for the crash tests (feature `test-hooks`): when
+/// the file `$BOXOFFICE_CRASH_FILE` holds `name`, the file is removed and the
+/// process aborts, as a `kill -9` between two steps would. Without the feature
+/// it is nothing.
+#[cfg(feature = "test-hooks")]
+pub fn crash_point(name: &str) {
+    let Ok(path) = std::env::var("BOXOFFICE_CRASH_FILE") else {
+        return;
+    };
+    let armed = std::fs::read_to_string(&path).is_ok_and(|s| s.trim() == name);
+    if armed && std::fs::remove_file(&path).is_ok() {
+        tracing::error!(point = name, "test crash point reached: aborting");
+        std::process::abort();
+    }
+}
+
+/// A crash point of the saga (nothing without the feature `test-hooks`).
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn crash_point(_name: &str) {}
+
 /// Why a saga stopped before its end.
 #[derive(Debug, thiserror::Error)]
 pub enum SagaError {
@@ -113,6 +134,8 @@ impl NodeCtx {
             }
             let o = &view.order;
             let key = gateway_key(&o.order_id, step);
+            let step_name = format!("{step:?}").to_lowercase();
+            crash_point(&format!("before_{step_name}"));
             let (event_id, order_id) = (view.event_id, o.order_id);
             let command = match step {
                 SagaStep::Authorize => {
@@ -165,7 +188,7 @@ impl NodeCtx {
                     InventoryCommand::OrderRefunded { event_id, order_id }
                 }
             };
-            let step_name = format!("{step:?}");
+            crash_point(&format!("after_{step_name}"));
             let proposal = Proposal {
                 request_id: Uuid::new_v5(&order_id, step_name.as_bytes()),
                 body: CommandBody::Inventory(command),

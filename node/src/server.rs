@@ -211,7 +211,7 @@ pub async fn run(
         prometheus,
         limiters: crate::api::Limiters::new(&config.rate_limits),
         event_infos: Default::default(),
-        payments: Arc::new(crate::payments::Simulated),
+        payments: crate::payments::from_config(&config.payments)?,
         sagas: Default::default(),
     });
 

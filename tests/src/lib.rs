@@ -7,6 +7,10 @@
 //!
 //! The node binary is found next to the test binary's target dir (`target/<profile>/`)
 //! or at `$BOXOFFICE_NODE_BIN`; `scripts/test` builds it before running the tests.
+//!
+//! [`stripe_mock`]: a Stripe-compatible server for the payment tests.
+
+pub mod stripe_mock;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

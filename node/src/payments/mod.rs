@@ -8,8 +8,17 @@
 //! leader finishes an order another node started and then died.
 
 mod simulated;
+#[cfg(feature = "stripe")]
+mod stripe;
 
 pub use simulated::Simulated;
+#[cfg(feature = "stripe")]
+pub use stripe::Stripe;
+
+use std::sync::Arc;
+
+use crate::config::{GatewayKind, PaymentsConfig};
+use crate::error::{Error, Result};
 
 use futures::future::BoxFuture;
 
@@ -86,4 +95,44 @@ pub trait PaymentGateway: Send + Sync {
         amount_cents: u64,
         key: &'a str,
     ) -> BoxFuture<'a, Result<(), GatewayError>>;
+}
+
+/// The gateway `[payments]` asks for.
+pub fn from_config(config: &PaymentsConfig) -> Result<Arc<dyn PaymentGateway>> {
+    match config.gateway {
+        GatewayKind::Simulated => Ok(Arc::new(Simulated)),
+        GatewayKind::Stripe => stripe_gateway(config),
+    }
+}
+
+#[cfg(feature = "stripe")]
+fn stripe_gateway(config: &PaymentsConfig) -> Result<Arc<dyn PaymentGateway>> {
+    let key = if config.stripe_api_key.is_empty() {
+        std::env::var("BOXOFFICE_STRIPE_API_KEY").unwrap_or_default()
+    } else {
+        config.stripe_api_key.clone()
+    };
+    if key.is_empty() {
+        return Err(Error::Config(
+            "payments.gateway is stripe but no key: set payments.stripe_api_key or BOXOFFICE_STRIPE_API_KEY"
+                .into(),
+        ));
+    }
+    let gateway = Stripe::new(
+        &key,
+        &config.stripe_api_base,
+        config.stripe_flavor,
+        std::time::Duration::from_millis(config.stripe_timeout_ms),
+    )
+    .map_err(|e| Error::Config(e.to_string()))?;
+    Ok(Arc::new(gateway))
+}
+
+#[cfg(not(feature = "stripe"))]
+fn stripe_gateway(_: &PaymentsConfig) -> Result<Arc<dyn PaymentGateway>> {
+    Err(Error::Config(
+        "payments.gateway is stripe, but this node was built without the Stripe gateway: \
+         cargo build --release -p boxoffice-node --features stripe"
+            .into(),
+    ))
 }
