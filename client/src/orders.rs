@@ -92,3 +92,46 @@ impl Client {
         Self::parse(rb.send().await?).await
     }
 }
+
+impl Client {
+    /// `POST /v1/tickets/{id}/transfer`.
+    pub async fn transfer_ticket(
+        &self,
+        token: &str,
+        ticket_id: &str,
+        email: &str,
+    ) -> Result<Value> {
+        Self::parse(
+            self.http
+                .post(format!("{}/v1/tickets/{ticket_id}/transfer", self.base))
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "recipient_email": email, "recipient_name": "Friend" }))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `POST /v1/transfers/{id}/accept`.
+    pub async fn accept_transfer(&self, token: &str, transfer_id: &str) -> Result<Value> {
+        Self::parse(
+            self.http
+                .post(format!("{}/v1/transfers/{transfer_id}/accept", self.base))
+                .bearer_auth(token)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/transfers/{id}`.
+    pub async fn cancel_transfer(&self, token: &str, transfer_id: &str) -> Result<()> {
+        let resp = self
+            .http
+            .delete(format!("{}/v1/transfers/{transfer_id}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        Self::no_content(resp).await
+    }
+}

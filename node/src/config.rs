@@ -199,6 +199,8 @@ pub struct OrdersConfig {
     /// A saga step pending this long is taken over by the group leader (the node
     /// that took the request normally finishes it much sooner).
     pub recovery_grace_ms: u64,
+    /// How long a ticket transfer offer stands (the event's start ends it sooner).
+    pub transfer_hours: u64,
 }
 
 impl Default for OrdersConfig {
@@ -209,6 +211,7 @@ impl Default for OrdersConfig {
             currency: "usd".into(),
             recovery_interval_ms: 2000,
             recovery_grace_ms: 10_000,
+            transfer_hours: 168,
         }
     }
 }
@@ -450,6 +453,9 @@ impl ClusterConfig {
         }
         if o.currency.len() != 3 || !o.currency.bytes().all(|b| b.is_ascii_lowercase()) {
             return bad("orders.currency must be three lower-case letters (usd, eur, ...)".into());
+        }
+        if o.transfer_hours == 0 || o.transfer_hours > 24 * 365 {
+            return bad("orders.transfer_hours must be 1 to 8760".into());
         }
         if o.recovery_interval_ms == 0 || o.recovery_grace_ms == 0 {
             return bad(

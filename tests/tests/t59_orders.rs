@@ -2,8 +2,9 @@
 //! group's leader and its followers: the spec's money example (1,500.00 + 15%
 //! fees + 9% tax = 1,860.00), every status code of `POST /v1/orders`, `GET
 //! /v1/orders/{id}`, `POST /v1/orders/{id}/cancel`, `GET /v1/tickets`, the PNG
-//! download and `POST /v1/tickets/scan`; a declined card releasing the seats;
-//! two gates scanning one ticket at once admitting it once.
+//! download, `POST /v1/tickets/scan` and transfers (offer, accept, withdraw); a
+//! declined card releasing the seats; two gates scanning one ticket at once
+//! admitting it once.
 
 use std::time::Duration;
 
@@ -232,6 +233,76 @@ async fn orders_tickets_and_scans_through_leader_and_followers() -> Result<()> {
     // An order with a scanned ticket is not cancellable.
     let e = lead.cancel_order(&a, &order_id).await.unwrap_err();
     assert_eq!(code(&e), (400, "ORDER_NOT_CANCELLABLE".into()));
+
+    // Transfers: the holder offers a ticket to a friend's email; the friend takes
+    // it (a new ticket and barcode), the old barcode no longer scans.
+    let moving = s(&list[1]["ticket_id"]);
+    let e = foll
+        .transfer_ticket(&a, &moving, "buyer@example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e).0, 422, "{e}");
+    let e = foll
+        .transfer_ticket(&b, &moving, "friend@example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), (403, "FORBIDDEN".into()));
+    let e = foll
+        .transfer_ticket(&a, &uuid::Uuid::new_v4().to_string(), "friend@example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e).0, 404);
+    let offer = foll
+        .transfer_ticket(&a, &moving, "Friend@Example.com")
+        .await?;
+    assert_eq!(offer["status"], json!("PENDING"));
+    assert_eq!(offer["recipient_email"], json!("friend@example.com"));
+    assert!(offer["expires_at"].is_string());
+    let transfer = s(&offer["transfer_id"]);
+    let e = lead
+        .transfer_ticket(&a, &moving, "other@example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), (409, "TICKET_NOT_TRANSFERABLE".into()));
+    let friend = user(&other, "friend").await?;
+    let e = lead.accept_transfer(&b, &transfer).await.unwrap_err();
+    assert_eq!(code(&e), (403, "FORBIDDEN".into()));
+    let taken = lead.accept_transfer(&friend, &transfer).await?;
+    assert_eq!(taken["status"], json!("ACCEPTED"));
+    let new_ticket = s(&taken["ticket_id"]);
+    assert_ne!(new_ticket, moving);
+    assert_eq!(
+        s(&other.accept_transfer(&friend, &transfer).await?["ticket_id"]),
+        new_ticket
+    );
+    let e = foll.cancel_transfer(&a, &transfer).await.unwrap_err();
+    assert_eq!(code(&e), (409, "TRANSFER_CLOSED".into()));
+    let mine = foll.tickets(&friend, &order_id).await?;
+    let mine = mine["tickets"].as_array().cloned().unwrap_or_default();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(s(&mine[0]["ticket_id"]), new_ticket);
+    assert_ne!(mine[0]["barcode"], list[1]["barcode"]);
+    let (png, _) = foll.download_ticket(&friend, &new_ticket).await?;
+    assert!(png.starts_with(PNG_MAGIC));
+    let e = gate1
+        .scan_ticket(&event, &s(&list[1]["barcode"]))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), (410, "TICKET_VOID".into()));
+    let buyer_now = lead.tickets(&a, &order_id).await?;
+    assert_eq!(buyer_now["tickets"].as_array().map(Vec::len), Some(2));
+    // A withdrawn offer cannot be taken; withdrawing again is fine.
+    let offer = lead
+        .transfer_ticket(&a, &s(&list[2]["ticket_id"]), "friend@example.com")
+        .await?;
+    let withdrawn = s(&offer["transfer_id"]);
+    foll.cancel_transfer(&a, &withdrawn).await?;
+    foll.cancel_transfer(&a, &withdrawn).await?;
+    let e = other
+        .accept_transfer(&friend, &withdrawn)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), (409, "TRANSFER_CLOSED".into()));
 
     // Cancel another order: 200, seats back on sale, refund processed, tickets void.
     let r2 = hold(&lead, &a, &event, &seats[5..7]).await?;

@@ -6,7 +6,8 @@
 //! (operators: events), [`venues`] (catalog reads), [`event_reads`] (search, event
 //! details, seat maps), [`reservations`] (seat holds), [`queue`] (the waiting
 //! room), [`payments`] (payment methods), [`orders`] (orders), [`tickets`]
-//! (tickets and gate scans), [`openapi`] (the document),
+//! (tickets and gate scans), [`transfers`] (ticket transfers), [`openapi`] (the
+//! document),
 //! [`node`] (health and metrics).
 
 mod admin;
@@ -26,6 +27,7 @@ mod ratelimit;
 mod reservations;
 mod tickets;
 pub mod tokens;
+mod transfers;
 mod venues;
 
 pub use error::{current_request_id, now_rfc3339, ApiError, REQUEST_ID};
@@ -101,6 +103,9 @@ fn v1_routes() -> (Router<AppState>, Vec<Route>) {
         get "/v1/tickets" => tickets::list,
         get "/v1/tickets/{ticket_id}/download" => tickets::download,
         post "/v1/tickets/scan" => tickets::scan,
+        post "/v1/tickets/{ticket_id}/transfer" => transfers::offer,
+        post "/v1/transfers/{transfer_id}/accept" => transfers::accept,
+        delete "/v1/transfers/{transfer_id}" => transfers::withdraw,
     }
 }
 

@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     admin, apikeys, auth, event_reads, events, node, orders, payments, queue, reservations,
-    tickets, venues,
+    tickets, transfers, venues,
 };
 
 /// The API's description; `Shared` completes it.
@@ -62,6 +62,9 @@ use super::{
         tickets::list,
         tickets::download,
         tickets::scan,
+        transfers::offer,
+        transfers::accept,
+        transfers::withdraw,
     ),
     modifiers(&Shared),
     tags(

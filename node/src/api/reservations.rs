@@ -17,6 +17,7 @@ use super::extract::{request_id_for, Json, Path, IDEMPOTENCY_KEY};
 use super::tokens::{self, AuthUser, Shopper};
 use super::{ApiError, AppState};
 use crate::domain::ids::{self, Kind};
+use crate::domain::inventory::transfers::TransferStatus;
 use crate::domain::inventory::{
     InventoryAnswer, InventoryCommand, InventoryQuery, InventoryRejection, InventoryResponse, Pick,
     ReservationView,
@@ -162,6 +163,18 @@ pub(super) fn refusal(r: InventoryRejection) -> ApiError {
         } => ApiError::conflict("ALREADY_SCANNED", "this ticket was already scanned in")
             .with_details(json!({ "ticket_id": ticket_id, "scanned_at": time(scanned_ms) })),
         R::TicketVoid => ApiError::new(StatusCode::GONE, "TICKET_VOID", "this ticket is void"),
+        R::UnknownTicket => ApiError::not_found("no such ticket"),
+        R::UnknownTransfer => ApiError::not_found("no such transfer"),
+        R::TicketNotTransferable(why) => ApiError::conflict(
+            "TICKET_NOT_TRANSFERABLE",
+            format!("the ticket cannot be transferred: {why}"),
+        ),
+        R::TransferClosed(TransferStatus::Expired) => {
+            ApiError::new(StatusCode::GONE, "TRANSFER_EXPIRED", "the transfer expired")
+        }
+        R::TransferClosed(s) => {
+            ApiError::conflict("TRANSFER_CLOSED", format!("the transfer is {}", s.name()))
+        }
         R::NotOpen | R::WrongEvent { .. } => {
             ApiError::internal(format!("inventory refused a routed command: {r:?}"))
         }

@@ -20,7 +20,7 @@ use super::reservations::{refusal, time};
 use super::tokens::{self, Shopper, TicketPass};
 use super::{ApiError, AppState};
 use crate::domain::ids::{self, Kind};
-use crate::domain::inventory::orders::{Ticket, TicketStatus};
+use crate::domain::inventory::tickets::{Ticket, TicketStatus};
 use crate::domain::inventory::{
     EventLayout, InventoryAnswer, InventoryCommand, InventoryQuery, InventoryResponse,
 };
@@ -192,8 +192,8 @@ pub struct TicketList {
     pub tickets: Vec<TicketBody>,
 }
 
-/// `GET /v1/tickets?order_id=`: the tickets of one of the caller's orders (read
-/// through the event group's leader).
+/// `GET /v1/tickets?order_id=`: the caller's tickets of an order (the buyer's,
+/// or those transferred to the caller), read through the event group's leader.
 #[utoipa::path(get, path = "/v1/tickets", tag = "tickets", operation_id = "listTickets",
     security(("bearer" = [])),
     params(TicketsQuery),
@@ -215,13 +215,18 @@ pub async fn list(
         ));
     };
     let (info, view) = super::orders::read_order(&ctx, &order_id).await?;
-    if view.order.user_id != user.user_id {
-        return Err(super::orders::not_yours());
-    }
-    let tickets = view
+    // The buyer, or someone a ticket of the order was transferred to, sees the
+    // tickets they hold.
+    let held: Vec<_> = view
         .tickets
         .iter()
         .filter(|t| t.holder == user.user_id)
+        .collect();
+    if view.order.user_id != user.user_id && held.is_empty() {
+        return Err(super::orders::not_yours());
+    }
+    let tickets = held
+        .into_iter()
         .map(|t| ticket_body(&ctx, &info, t))
         .collect::<Result<_, _>>()?;
     Ok(axum::Json(TicketList { tickets }))

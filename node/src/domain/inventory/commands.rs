@@ -4,8 +4,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::orders::{NewOrder, OrderView, Settlement, Ticket};
+use super::orders::{NewOrder, OrderView, Settlement};
 use super::queue::{self, QueueLimits, QueueOutcome, QueueRejection, QueueView};
+use super::tickets::Ticket;
+use super::transfers::{NewTransfer, Transfer, TransferStatus};
 use super::{EventLayout, ReservationStatus, SaleStatus};
 
 /// What an operator has said about the sale; `Scheduled` follows the dates.
@@ -105,6 +107,26 @@ pub enum InventoryCommand {
     OrderRefunded { event_id: Uuid, order_id: Uuid },
     /// A gate scans a ticket's barcode (admits it once).
     TicketScan { event_id: Uuid, barcode: String },
+    /// A holder offers a ticket to an email address.
+    TransferCreate {
+        event_id: Uuid,
+        transfer: Box<NewTransfer>,
+    },
+    /// The user with the offer's email takes the ticket; `nonce` seeds the new
+    /// barcode.
+    TransferAccept {
+        event_id: Uuid,
+        transfer_id: Uuid,
+        user_id: Uuid,
+        email: String,
+        nonce: u64,
+    },
+    /// The sender withdraws a pending offer.
+    TransferCancel {
+        event_id: Uuid,
+        transfer_id: Uuid,
+        user_id: Uuid,
+    },
 }
 
 impl InventoryCommand {
@@ -126,7 +148,10 @@ impl InventoryCommand {
             | InventoryCommand::OrderCaptured { event_id, .. }
             | InventoryCommand::OrderCancel { event_id, .. }
             | InventoryCommand::OrderRefunded { event_id, .. }
-            | InventoryCommand::TicketScan { event_id, .. } => *event_id,
+            | InventoryCommand::TicketScan { event_id, .. }
+            | InventoryCommand::TransferCreate { event_id, .. }
+            | InventoryCommand::TransferAccept { event_id, .. }
+            | InventoryCommand::TransferCancel { event_id, .. } => *event_id,
             InventoryCommand::AsShopper(inner) => inner.event_id(),
         }
     }
@@ -231,6 +256,7 @@ pub enum InventoryResponse {
     Queue(QueueOutcome),
     Order(Box<OrderView>),
     Scanned(Ticket),
+    Transfer(Box<Transfer>),
 }
 
 /// Business refusals.
@@ -280,4 +306,8 @@ pub enum InventoryRejection {
         scanned_ms: i64,
     },
     TicketVoid,
+    UnknownTicket,
+    UnknownTransfer,
+    TicketNotTransferable(String),
+    TransferClosed(TransferStatus),
 }

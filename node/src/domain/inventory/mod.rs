@@ -13,7 +13,7 @@
 //! releases its hold's seats in the same command that records the payment.
 //!
 //! Keys: `o` the event id, `s` the status, `l` the layout, `r{id}` a reservation,
-//! `q…` the waiting room, `O{id}` an order, `T{id}` a ticket.
+//! `q…` the waiting room, `O{id}` an order, `T{id}` a ticket, `X{id}` a transfer.
 
 mod commands;
 mod holds;
@@ -30,6 +30,8 @@ mod queue_tests;
 mod refusal_tests;
 #[cfg(test)]
 mod tests;
+pub mod tickets;
+pub mod transfers;
 
 pub use commands::*;
 pub use holds::{Reservation, ReservationStatus, SeatState};
@@ -75,11 +77,14 @@ pub struct Inventory {
     /// The waiting room (persisted and restored on its own).
     queue: Box<queue::WaitingRoom>,
     orders: BTreeMap<Uuid, orders::Order>,
-    tickets: BTreeMap<Uuid, orders::Ticket>,
+    tickets: BTreeMap<Uuid, tickets::Ticket>,
+    transfers: BTreeMap<Uuid, transfers::Transfer>,
     // Derived from the orders and tickets (rebuilt by `rebuild_orders`):
     /// The order of each hold that has one.
     order_of: BTreeMap<Uuid, Uuid>,
     barcodes: BTreeMap<String, Uuid>,
+    /// The transfer stored PENDING of each ticket that has one (at most one).
+    transfer_of: BTreeMap<Uuid, Uuid>,
 }
 
 impl Inventory {
@@ -196,6 +201,25 @@ impl Inventory {
             InventoryCommand::TicketScan { barcode, .. } => self
                 .scan(&barcode, ctx, changes)
                 .map(InventoryResponse::Scanned),
+            InventoryCommand::TransferCreate { transfer, .. } => self
+                .create_transfer(*transfer, ctx, changes)
+                .map(|t| InventoryResponse::Transfer(Box::new(t))),
+            InventoryCommand::TransferAccept {
+                transfer_id,
+                user_id,
+                email,
+                nonce,
+                ..
+            } => self
+                .accept_transfer(transfer_id, user_id, &email, nonce, ctx, changes)
+                .map(|t| InventoryResponse::Transfer(Box::new(t))),
+            InventoryCommand::TransferCancel {
+                transfer_id,
+                user_id,
+                ..
+            } => self
+                .cancel_transfer(transfer_id, user_id, ctx, changes)
+                .map(|t| InventoryResponse::Transfer(Box::new(t))),
             InventoryCommand::QueueJoin { join, .. } => match sale {
                 None => Err(InventoryRejection::NotOpen),
                 Some(s @ (SaleStatus::Cancelled | SaleStatus::Ended)) => {
@@ -297,8 +321,11 @@ impl Inventory {
         } else if k.first() == Some(&orders::ORDER_PREFIX) {
             let o: orders::Order = codec::decode(v)?;
             self.orders.insert(o.order_id, o);
-        } else if k.first() == Some(&orders::TICKET_PREFIX) {
-            let t: orders::Ticket = codec::decode(v)?;
+        } else if k.first() == Some(&transfers::TRANSFER_PREFIX) {
+            let t: transfers::Transfer = codec::decode(v)?;
+            self.transfers.insert(t.transfer_id, t);
+        } else if k.first() == Some(&tickets::TICKET_PREFIX) {
+            let t: tickets::Ticket = codec::decode(v)?;
             self.tickets.insert(t.ticket_id, t);
         } else {
             return Err(Error::Decode(format!("unknown inventory key {k:?}")));
@@ -343,7 +370,10 @@ impl Inventory {
             out.push((orders::order_key(&o.order_id), encode_value(o)));
         }
         for t in self.tickets.values() {
-            out.push((orders::ticket_key(&t.ticket_id), encode_value(t)));
+            out.push((tickets::ticket_key(&t.ticket_id), encode_value(t)));
+        }
+        for t in self.transfers.values() {
+            out.push((transfers::transfer_key(&t.transfer_id), encode_value(t)));
         }
     }
 

@@ -6,23 +6,23 @@
 //! seats back on sale and owes a refund until the refund is recorded. Every step
 //! after creation is idempotent by order id, so whichever node drives the saga (the
 //! request's node, or a leader recovering orders a crash left behind) may repeat
-//! any step. A ticket scans in exactly once.
+//! any step.
 //!
 //! Barcodes come from a nonce the settling command carries (randomness from the
 //! log), so every replica issues the same ones.
 //!
-//! Keys: `O{id}` an order, `T{id}` a ticket.
+//! Keys: `O{id}` an order (tickets are in [`super::tickets`]).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::tickets::{Ticket, TicketStatus};
 use super::{Inventory, InventoryRejection, ReservationStatus};
 use crate::domain::ids::{self, Kind};
 use crate::domain::machine::encode_value;
 use crate::domain::{ApplyCtx, Change};
 
 pub(super) const ORDER_PREFIX: u8 = b'O';
-pub(super) const TICKET_PREFIX: u8 = b'T';
 
 /// Longest delivery method name and billing address (JSON text) kept.
 pub const MAX_DELIVERY_LEN: usize = 32;
@@ -171,42 +171,6 @@ impl Order {
     }
 }
 
-/// A ticket's life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TicketStatus {
-    Active,
-    /// Scanned in at the gate.
-    Admitted,
-    /// Its order was cancelled.
-    Void,
-}
-
-impl TicketStatus {
-    /// The JSON name.
-    pub fn name(self) -> &'static str {
-        match self {
-            TicketStatus::Active => "ACTIVE",
-            TicketStatus::Admitted => "ADMITTED",
-            TicketStatus::Void => "VOID",
-        }
-    }
-}
-
-/// A ticket for one seat (persisted under `T{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ticket {
-    pub ticket_id: Uuid,
-    pub order_id: Uuid,
-    /// Who holds it now.
-    pub holder: Uuid,
-    pub seat: u32,
-    /// Twelve digits, unique in the event.
-    pub barcode: String,
-    pub status: TicketStatus,
-    pub issued_ms: i64,
-    pub scanned_ms: i64,
-}
-
 /// An order with its tickets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
@@ -236,21 +200,6 @@ pub(super) fn order_key(id: &Uuid) -> Vec<u8> {
     k
 }
 
-pub(super) fn ticket_key(id: &Uuid) -> Vec<u8> {
-    let mut k = Vec::with_capacity(17);
-    k.push(TICKET_PREFIX);
-    k.extend_from_slice(id.as_bytes());
-    k
-}
-
-/// SplitMix64's output function.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl Inventory {
     /// Whether a hold is pinned by a pending order (it does not expire).
     pub(super) fn pinned(&self, reservation_id: &Uuid) -> bool {
@@ -272,6 +221,12 @@ impl Inventory {
             .values()
             .map(|t| (t.barcode.clone(), t.ticket_id))
             .collect();
+        self.transfer_of = self
+            .transfers
+            .values()
+            .filter(|t| t.status == super::transfers::TransferStatus::Pending)
+            .map(|t| (t.ticket_id, t.transfer_id))
+            .collect();
         let pinned: Vec<(i64, Uuid)> = self
             .orders
             .values()
@@ -284,18 +239,12 @@ impl Inventory {
         }
     }
 
-    fn put_order(&mut self, o: Order, changes: &mut Vec<Change>) -> OrderView {
+    pub(super) fn put_order(&mut self, o: Order, changes: &mut Vec<Change>) -> OrderView {
         changes.push(Change::Put(order_key(&o.order_id), encode_value(&o)));
         let id = o.order_id;
         self.orders.insert(id, o);
         self.order_view(&id)
             .unwrap_or_else(|| unreachable!("just inserted"))
-    }
-
-    fn put_ticket(&mut self, t: Ticket, changes: &mut Vec<Change>) {
-        changes.push(Change::Put(ticket_key(&t.ticket_id), encode_value(&t)));
-        self.barcodes.insert(t.barcode.clone(), t.ticket_id);
-        self.tickets.insert(t.ticket_id, t);
     }
 
     /// An order with its tickets.
@@ -330,19 +279,9 @@ impl Inventory {
         due
     }
 
-    /// A ticket by id.
-    pub fn ticket(&self, id: &Uuid) -> Option<&Ticket> {
-        self.tickets.get(id)
-    }
-
     /// Every order.
     pub fn orders(&self) -> impl Iterator<Item = &Order> {
         self.orders.values()
-    }
-
-    /// Every ticket.
-    pub fn tickets(&self) -> impl Iterator<Item = &Ticket> {
-        self.tickets.values()
     }
 
     /// Creates a PENDING order from the user's live hold, or answers the order the
@@ -521,18 +460,6 @@ impl Inventory {
         Ok(self.put_order(o, changes))
     }
 
-    /// Twelve digits no ticket of the event has, drawn from the nonce.
-    fn fresh_barcode(&self, nonce: u64, i: u64) -> String {
-        let mut z = mix(nonce ^ mix(i));
-        loop {
-            let code = format!("{:012}", z % 1_000_000_000_000);
-            if !self.barcodes.contains_key(&code) {
-                return code;
-            }
-            z = mix(z);
-        }
-    }
-
     /// Records a capture (only a confirmed, authorized order moves).
     pub(super) fn order_captured(
         &mut self,
@@ -586,13 +513,16 @@ impl Inventory {
         {
             return not("the event has started");
         }
-        let scanned = o
+        let tickets: Vec<&Ticket> = o
             .tickets
             .iter()
             .filter_map(|t| self.tickets.get(t))
-            .any(|t| t.status == TicketStatus::Admitted);
-        if scanned {
+            .collect();
+        if tickets.iter().any(|t| t.status == TicketStatus::Admitted) {
             return not("a ticket of this order was scanned in");
+        }
+        if tickets.iter().any(|t| t.holder != o.user_id) {
+            return not("a ticket of this order was transferred");
         }
         for id in o.tickets.clone() {
             if let Some(mut t) = self.tickets.get(&id).cloned() {
@@ -632,34 +562,6 @@ impl Inventory {
         o.payment = PaymentState::Refunded;
         o.refunded_ms = ctx.now_ms;
         Ok(self.put_order(o, changes))
-    }
-
-    /// Admits the ticket with `barcode` once.
-    pub(super) fn scan(
-        &mut self,
-        barcode: &str,
-        ctx: ApplyCtx,
-        changes: &mut Vec<Change>,
-    ) -> Result<Ticket, InventoryRejection> {
-        let mut t = self
-            .barcodes
-            .get(barcode)
-            .and_then(|id| self.tickets.get(id))
-            .cloned()
-            .ok_or(InventoryRejection::UnknownBarcode)?;
-        match t.status {
-            TicketStatus::Admitted => Err(InventoryRejection::AlreadyScanned {
-                ticket_id: t.ticket_id,
-                scanned_ms: t.scanned_ms,
-            }),
-            TicketStatus::Void => Err(InventoryRejection::TicketVoid),
-            TicketStatus::Active => {
-                t.status = TicketStatus::Admitted;
-                t.scanned_ms = ctx.now_ms;
-                self.put_ticket(t.clone(), changes);
-                Ok(t)
-            }
-        }
     }
 }
 

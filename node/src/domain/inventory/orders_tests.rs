@@ -11,6 +11,8 @@ use uuid::Uuid;
 use super::orders::*;
 use super::proptests::{check, LIMIT};
 use super::tests::{open, reserve, Harness, EVENT, MIN};
+use super::tickets::*;
+use super::transfers::*;
 use super::*;
 use crate::domain::ids::{self, Kind};
 
@@ -343,6 +345,9 @@ enum Op {
     Cancel { user: u128, pick: usize },
     Refunded { pick: usize },
     Scan { pick: usize },
+    Offer { pick: usize, to: u128 },
+    Accept { pick: usize, user: u128 },
+    Withdraw { pick: usize, user: u128 },
     Sweep,
 }
 
@@ -357,6 +362,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u128..3, any::<usize>()).prop_map(|(user, pick)| Op::Cancel { user, pick }),
         1 => any::<usize>().prop_map(|pick| Op::Refunded { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Scan { pick }),
+        2 => (any::<usize>(), 0u128..3).prop_map(|(pick, to)| Op::Offer { pick, to }),
+        2 => (any::<usize>(), 0u128..3).prop_map(|(pick, user)| Op::Accept { pick, user }),
+        1 => (any::<usize>(), 0u128..3).prop_map(|(pick, user)| Op::Withdraw { pick, user }),
         1 => Just(Op::Sweep),
     ]
 }
@@ -366,6 +374,34 @@ fn check_orders(inv: &Inventory) {
     let mut barcodes = BTreeSet::new();
     for t in inv.tickets() {
         assert!(barcodes.insert(t.barcode.clone()), "barcode twice: {t:?}");
+    }
+    // Each ticket that still counts (ACTIVE or ADMITTED) is listed by exactly one
+    // order, and every listed ticket is one of them: a transfer swaps, never copies.
+    let listed: Vec<Uuid> = inv
+        .orders()
+        .flat_map(|o| o.tickets.iter().copied())
+        .collect();
+    let counting: BTreeSet<Uuid> = inv
+        .tickets()
+        .filter(|t| matches!(t.status, TicketStatus::Active | TicketStatus::Admitted))
+        .map(|t| t.ticket_id)
+        .collect();
+    let listed_live: BTreeSet<Uuid> = listed
+        .iter()
+        .copied()
+        .filter(|id| counting.contains(id))
+        .collect();
+    assert_eq!(listed_live, counting);
+    assert_eq!(listed.len(), listed.iter().collect::<BTreeSet<_>>().len());
+    for t in inv.transfers() {
+        let old = inv.ticket(&t.ticket_id).expect("a transfer's ticket");
+        if t.status == TransferStatus::Accepted {
+            assert_eq!(old.status, TicketStatus::Transferred);
+            let new = inv
+                .ticket(&t.new_ticket.expect("new ticket"))
+                .expect("issued");
+            assert_eq!((new.seat, Some(new.holder)), (old.seat, t.accepted_by));
+        }
     }
     let mut per_hold = BTreeMap::new();
     for o in inv.orders() {
@@ -466,6 +502,34 @@ proptest! {
                     let Some(code) = codes.get(p % codes.len().max(1)).cloned() else { continue };
                     InventoryCommand::TicketScan { event_id: EVENT, barcode: code }
                 }
+                Op::Offer { pick: p, to } => {
+                    let tickets: Vec<(Uuid, Uuid)> = h.inv().tickets().map(|t| (t.ticket_id, t.holder)).collect();
+                    let Some(&(ticket_id, holder)) = tickets.get(p % tickets.len().max(1)) else { continue };
+                    InventoryCommand::TransferCreate {
+                        event_id: EVENT,
+                        transfer: Box::new(NewTransfer {
+                            transfer_id: ids::inside(&EVENT, Kind::Transfer, &Uuid::from_u128(5_000 + i as u128)),
+                            ticket_id,
+                            from: holder,
+                            to_email: format!("u{to}@x"),
+                            to_name: String::new(),
+                            ttl_ms: 2 * MIN,
+                        }),
+                    }
+                }
+                Op::Accept { pick: p, user } => {
+                    let offers: Vec<Uuid> = h.inv().transfers().map(|t| t.transfer_id).collect();
+                    let Some(&transfer_id) = offers.get(p % offers.len().max(1)) else { continue };
+                    InventoryCommand::TransferAccept {
+                        event_id: EVENT, transfer_id, user_id: Uuid::from_u128(user),
+                        email: format!("u{user}@x"), nonce: i as u64,
+                    }
+                }
+                Op::Withdraw { pick: p, user } => {
+                    let offers: Vec<Uuid> = h.inv().transfers().map(|t| t.transfer_id).collect();
+                    let Some(&transfer_id) = offers.get(p % offers.len().max(1)) else { continue };
+                    InventoryCommand::TransferCancel { event_id: EVENT, transfer_id, user_id: Uuid::from_u128(user) }
+                }
                 Op::Sweep => InventoryCommand::Sweep { event_id: EVENT },
             };
             match h.run(now, cmd) {
@@ -479,4 +543,171 @@ proptest! {
         }
         h.check_restore();
     }
+}
+
+#[test]
+fn a_transfer_reissues_the_ticket_to_its_recipient_once() {
+    let mut h = Harness::new();
+    open(&mut h, 8);
+    h.run(2_000, reserve(1, 1, &[0]));
+    let o = order_id(1);
+    h.run(3_000, create(o, 1, 1));
+    let v = view(h.run(3_100, settle(o, true, 9)));
+    let old = v.tickets[0].clone();
+    let tid = ids::inside(&EVENT, Kind::Transfer, &Uuid::from_u128(1));
+    let offer = |from: u128, id: Uuid| InventoryCommand::TransferCreate {
+        event_id: EVENT,
+        transfer: Box::new(NewTransfer {
+            transfer_id: id,
+            ticket_id: old.ticket_id,
+            from: Uuid::from_u128(from),
+            to_email: "friend@x".into(),
+            to_name: "Friend".into(),
+            ttl_ms: 10 * MIN,
+        }),
+    };
+    let accept = |user: u128, email: &str| InventoryCommand::TransferAccept {
+        event_id: EVENT,
+        transfer_id: tid,
+        user_id: Uuid::from_u128(user),
+        email: email.into(),
+        nonce: 77,
+    };
+    assert_eq!(
+        h.run(3_200, offer(2, tid)),
+        InventoryResponse::Rejected(InventoryRejection::NotOwner)
+    );
+    let InventoryResponse::Transfer(t) = h.run(3_300, offer(1, tid)) else {
+        panic!("no offer")
+    };
+    assert_eq!(
+        (t.status, t.expires_ms),
+        (TransferStatus::Pending, 3_300 + 10 * MIN)
+    );
+    // One pending offer per ticket; the same offer again answers the same.
+    let other = ids::inside(&EVENT, Kind::Transfer, &Uuid::from_u128(2));
+    assert!(matches!(
+        h.run(3_400, offer(1, other)),
+        InventoryResponse::Rejected(InventoryRejection::TicketNotTransferable(_))
+    ));
+    assert!(matches!(
+        h.run(3_400, offer(1, tid)),
+        InventoryResponse::Transfer(_)
+    ));
+    // Only the addressee accepts; then the old ticket is void and the buyer
+    // cannot cancel the order any more.
+    assert_eq!(
+        h.run(3_500, accept(3, "stranger@x")),
+        InventoryResponse::Rejected(InventoryRejection::NotOwner)
+    );
+    let InventoryResponse::Transfer(t) = h.run(3_600, accept(2, "friend@x")) else {
+        panic!("not accepted")
+    };
+    let new_id = t.new_ticket.expect("a new ticket");
+    let new = h.inv().ticket(&new_id).cloned().expect("issued");
+    assert_eq!(
+        (new.holder, new.seat, new.status),
+        (Uuid::from_u128(2), old.seat, TicketStatus::Active)
+    );
+    assert_ne!(new.barcode, old.barcode);
+    assert_eq!(
+        h.inv().ticket(&old.ticket_id).map(|t| t.status),
+        Some(TicketStatus::Transferred)
+    );
+    assert_eq!(
+        h.run(3_700, accept(2, "friend@x")),
+        InventoryResponse::Transfer(t.clone())
+    );
+    assert_eq!(
+        h.run(
+            3_800,
+            InventoryCommand::TicketScan {
+                event_id: EVENT,
+                barcode: old.barcode.clone()
+            }
+        ),
+        InventoryResponse::Rejected(InventoryRejection::TicketVoid)
+    );
+    assert!(matches!(
+        h.run(
+            3_900,
+            InventoryCommand::OrderCancel {
+                event_id: EVENT,
+                order_id: o,
+                user_id: Uuid::from_u128(1)
+            }
+        ),
+        InventoryResponse::Rejected(InventoryRejection::OrderNotCancellable(_))
+    ));
+    assert_eq!(
+        h.run(
+            4_000,
+            InventoryCommand::TransferCancel {
+                event_id: EVENT,
+                transfer_id: tid,
+                user_id: Uuid::from_u128(1)
+            }
+        ),
+        InventoryResponse::Rejected(InventoryRejection::TransferClosed(TransferStatus::Accepted))
+    );
+    h.check_restore();
+}
+
+#[test]
+fn a_transfer_can_be_withdrawn_and_lapses_at_its_expiry() {
+    let mut h = Harness::new();
+    open(&mut h, 8);
+    h.run(2_000, reserve(1, 1, &[0]));
+    let o = order_id(1);
+    h.run(3_000, create(o, 1, 1));
+    let v = view(h.run(3_100, settle(o, true, 9)));
+    let ticket_id = v.tickets[0].ticket_id;
+    let offer = |n: u128| InventoryCommand::TransferCreate {
+        event_id: EVENT,
+        transfer: Box::new(NewTransfer {
+            transfer_id: ids::inside(&EVENT, Kind::Transfer, &Uuid::from_u128(n)),
+            ticket_id,
+            from: Uuid::from_u128(1),
+            to_email: "friend@x".into(),
+            to_name: String::new(),
+            ttl_ms: MIN,
+        }),
+    };
+    let first = ids::inside(&EVENT, Kind::Transfer, &Uuid::from_u128(1));
+    h.run(4_000, offer(1));
+    let InventoryResponse::Transfer(t) = h.run(
+        4_100,
+        InventoryCommand::TransferCancel {
+            event_id: EVENT,
+            transfer_id: first,
+            user_id: Uuid::from_u128(1),
+        },
+    ) else {
+        panic!("not withdrawn")
+    };
+    assert_eq!(t.status, TransferStatus::Cancelled);
+    // A new offer once the first is withdrawn; it lapses after a minute.
+    let second = ids::inside(&EVENT, Kind::Transfer, &Uuid::from_u128(2));
+    assert!(matches!(
+        h.run(4_200, offer(2)),
+        InventoryResponse::Transfer(_)
+    ));
+    assert_eq!(
+        h.run(
+            4_200 + MIN,
+            InventoryCommand::TransferAccept {
+                event_id: EVENT,
+                transfer_id: second,
+                user_id: Uuid::from_u128(2),
+                email: "friend@x".into(),
+                nonce: 1,
+            }
+        ),
+        InventoryResponse::Rejected(InventoryRejection::TransferClosed(TransferStatus::Expired))
+    );
+    assert!(matches!(
+        h.run(4_300 + MIN, offer(3)),
+        InventoryResponse::Transfer(_)
+    ));
+    h.check_restore();
 }
