@@ -99,8 +99,15 @@ async fn orders_tickets_and_scans_through_leader_and_followers() -> Result<()> {
     let b = user(&foll, "stranger").await?;
     let visa = card(&foll, &a, "tok_visa").await?;
 
-    // A hold left to expire (checked at the end).
+    // A hold left to expire, and an order for an event that starts in 20 s:
+    // both checked at the end.
     let expiring = hold(&other, &a, &event, &seats[19..20]).await?;
+    let soon = soon_event(&c).await?;
+    let soon_seat = Client::seats_of(&lead.seat_map(&soon).await?)[0].0.clone();
+    let soon_hold = hold(&lead, &a, &soon, &[soon_seat]).await?;
+    let soon_order = s(&lead
+        .create_order(&a, &order_body(&soon_hold, &visa), None)
+        .await?["order_id"]);
 
     // The spec's reserve example: 3 x 500.00, fees 15% = 225.00, total 1,725.00.
     let r = hold(&foll, &a, &event, &seats[0..3]).await?;
@@ -375,5 +382,35 @@ async fn orders_tickets_and_scans_through_leader_and_followers() -> Result<()> {
         .await
         .unwrap_err();
     assert_eq!(code(&e), (410, "RESERVATION_EXPIRED".into()), "{e}");
+
+    // 400 once the event has started.
+    let e = wait_for(Duration::from_secs(60), "the event to start", || async {
+        match foll.cancel_order(&a, &soon_order).await {
+            Err(e) if code(&e).0 == 400 => Ok(Some(e)),
+            _ => Ok(None),
+        }
+    })
+    .await?;
+    assert_eq!(code(&e), (400, "ORDER_NOT_CANCELLABLE".into()), "{e}");
     Ok(())
+}
+
+/// An event on sale that starts 20 s from now, on a venue of one row of 5 seats.
+async fn soon_event(c: &TestCluster) -> Result<String> {
+    let venue = c
+        .client(1)
+        .create_venue(&NewVenue::sample("Soon Hall", 1, 5), None)
+        .await?;
+    let date = chrono::Utc::now() + chrono::Duration::seconds(20);
+    let e = c
+        .client(2)
+        .create_event(&json!({
+            "name": "Starting Soon", "artist": "Clock", "description": "",
+            "category": "concert", "venue_id": venue.venue_id,
+            "date": date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "on_sale_date": "2020-01-01T10:00:00Z",
+            "pricing_tiers": [{"name": "Standard", "price": 10.00, "sections": ["Floor"]}],
+        }))
+        .await?;
+    Ok(e.event_id)
 }
