@@ -71,13 +71,22 @@ fn order_body(reservation: &Value, method: &str) -> Value {
     })
 }
 
-async fn seat_status(c: &Client, event: &str, seat: &str) -> Result<String> {
-    let map = c.seat_map(event).await?;
-    Ok(Client::seats_of(&map)
-        .into_iter()
-        .find(|(id, _)| id == seat)
-        .map(|(_, st)| st)
-        .unwrap_or_default())
+/// Waits until `c`'s seat map (served from its nearest replica, which may trail
+/// the leader by a moment) shows `seat` in `status`.
+async fn seat_becomes(c: &Client, event: &str, seat: &str, status: &str) -> Result<()> {
+    wait_for(
+        Duration::from_secs(10),
+        &format!("seat {seat} {status}"),
+        || async {
+            let map = c.seat_map(event).await?;
+            let now = Client::seats_of(&map)
+                .into_iter()
+                .find(|(id, _)| id == seat)
+                .map(|(_, st)| st);
+            Ok((now.as_deref() == Some(status)).then_some(()))
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +201,7 @@ async fn orders_tickets_and_scans_through_leader_and_followers() -> Result<()> {
         assert_eq!(got["total"], json!(1860.0));
         assert!(got["confirmed_at"].is_string());
     }
-    assert_eq!(seat_status(&other, &event, &seats[0]).await?, "SOLD");
+    seat_becomes(&other, &event, &seats[0], "SOLD").await?;
     let e = other.order(&b, &order_id).await.unwrap_err();
     assert_eq!(code(&e), (403, "FORBIDDEN".into()));
     let e = other
@@ -324,7 +333,7 @@ async fn orders_tickets_and_scans_through_leader_and_followers() -> Result<()> {
     assert!(cancelled["cancelled_at"].is_string());
     let e = other.cancel_order(&a, &id2).await.unwrap_err();
     assert_eq!(code(&e), (409, "ALREADY_CANCELLED".into()));
-    assert_eq!(seat_status(&other, &event, &seats[5]).await?, "AVAILABLE");
+    seat_becomes(&other, &event, &seats[5], "AVAILABLE").await?;
     let refunded = wait_for(Duration::from_secs(20), "refund", || async {
         let got = other.order(&a, &id2).await?;
         Ok((got["refund_status"] == json!("REFUNDED")).then_some(got))
@@ -349,7 +358,7 @@ async fn orders_tickets_and_scans_through_leader_and_followers() -> Result<()> {
         .await
         .unwrap_err();
     assert_eq!(code(&e), (402, "PAYMENT_DECLINED".into()), "{e}");
-    assert_eq!(seat_status(&foll, &event, &seats[10]).await?, "AVAILABLE");
+    seat_becomes(&foll, &event, &seats[10], "AVAILABLE").await?;
     if let boxoffice_client::ClientError::Api { details, .. } = &e {
         let failed = foll.order(&b, &s(&details["order_id"])).await?;
         assert_eq!(

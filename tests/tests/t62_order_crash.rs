@@ -153,14 +153,16 @@ async fn killing_the_leader_at_each_saga_step_leaves_no_money_without_tickets() 
         if card == &declining {
             assert_eq!(o["status"], json!("FAILED"), "{point}: {o}");
             assert!(intents.iter().all(|i| i.captured == 0), "{point}: charged");
-            let map = reader.seat_map(&event.event_id).await?;
-            let states: Vec<(String, String)> = Client::seats_of(&map);
-            for seat in &seats[2 * i..2 * i + 2] {
-                assert!(
-                    states.contains(&(seat.clone(), "AVAILABLE".into())),
-                    "{point}: seat {seat} not released"
-                );
-            }
+            // The map comes from the nearest replica: it may trail by a moment.
+            wait_for(Duration::from_secs(10), "the seats released", || async {
+                let map = reader.seat_map(&event.event_id).await?;
+                let states: Vec<(String, String)> = Client::seats_of(&map);
+                let free = seats[2 * i..2 * i + 2]
+                    .iter()
+                    .all(|seat| states.contains(&(seat.clone(), "AVAILABLE".into())));
+                Ok(free.then_some(()))
+            })
+            .await?;
         } else {
             assert_eq!(o["status"], json!("CONFIRMED"), "{point}: {o}");
             assert_eq!(o["tickets"].as_array().map(Vec::len), Some(2), "{point}");
