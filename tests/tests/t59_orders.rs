@@ -202,6 +202,21 @@ async fn orders_tickets_and_scans_through_leader_and_followers() -> Result<()> {
         assert!(got["confirmed_at"].is_string());
     }
     seat_becomes(&other, &event, &seats[0], "SOLD").await?;
+    // A hold of a sold seat is 410 SEATS_SOLD naming it (issue 5), from any node.
+    for n in [&lead, &foll] {
+        let e = n
+            .reserve(
+                &b,
+                &json!({"event_id": event, "seat_ids": [seats[0], seats[15]]}),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), (410, "SEATS_SOLD".into()), "{e}");
+        if let boxoffice_client::ClientError::Api { details, .. } = &e {
+            assert_eq!(details["seat_ids"], json!([seats[0]]));
+        }
+    }
     let e = other.order(&b, &order_id).await.unwrap_err();
     assert_eq!(code(&e), (403, "FORBIDDEN".into()));
     let e = other

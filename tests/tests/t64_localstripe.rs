@@ -18,8 +18,8 @@ use serde_json::json;
 
 const SECRET: &str = "sk_test_localstripe";
 
-/// localstripe's app on 127.0.0.1 (its own command listens on every interface),
-/// killed by pid when dropped.
+/// localstripe's app on 127.0.0.1 (its own command listens on every interface
+/// and saves its store to /tmp), in memory, killed by pid when dropped.
 struct Localstripe {
     child: Child,
     base: String,
@@ -53,7 +53,9 @@ impl Localstripe {
         let child = Command::new(python()?)
             .args([
                 "-c",
+                // In memory only: its store otherwise pickles itself to /tmp.
                 "import sys; from aiohttp import web; import localstripe.server as s; \
+                 import localstripe.resources as r; r.Store.dump_to_disk = lambda self: None; \
                  web.run_app(s.app, host='127.0.0.1', port=int(sys.argv[1]), print=None)",
                 &addr.port().to_string(),
             ])
