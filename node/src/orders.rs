@@ -14,8 +14,10 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::domain::inventory::orders::{OrderView, SagaStep, Settlement};
-use crate::domain::inventory::{InventoryCommand, InventoryRejection, InventoryResponse};
-use crate::domain::{CommandBody, Proposal, Response};
+use crate::domain::inventory::{
+    InventoryAnswer, InventoryCommand, InventoryQuery, InventoryRejection, InventoryResponse,
+};
+use crate::domain::{CommandBody, Proposal, Query, QueryResult, Response};
 use crate::payments::{Authorization, Charge, GatewayError};
 use crate::raft::GroupId;
 use crate::server::NodeCtx;
@@ -54,6 +56,9 @@ pub enum SagaError {
     #[error("refused: {0:?}")]
     Refused(InventoryRejection),
 }
+
+/// The payment reference of an order that costs nothing (no gateway involved).
+pub const NO_PAYMENT: &str = "none";
 
 /// How far a driver goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,14 +126,25 @@ fn gateway_key(order: &Uuid, step: SagaStep) -> String {
 
 impl NodeCtx {
     /// Drives `view`'s order through the steps it waits for, `until` far, and
-    /// returns the order as last recorded.
+    /// returns the order as last recorded. Before every step but a first
+    /// authorization the order is read again through the leader: a step may have
+    /// been taken meanwhile by another driver, or the order cancelled (a capture
+    /// must not follow a cancel it did not see).
     pub async fn drive_order(
         &self,
         group: GroupId,
         mut view: OrderView,
         until: Until,
     ) -> Result<OrderView, SagaError> {
+        let mut first = true;
         while let Some(step) = view.order.next_step() {
+            if !(first && step == SagaStep::Authorize) {
+                view = self.current_order(group, &view).await?;
+            }
+            first = false;
+            let Some(step) = view.order.next_step() else {
+                break;
+            };
             if until == Until::Settled && step != SagaStep::Authorize {
                 break;
             }
@@ -137,28 +153,38 @@ impl NodeCtx {
             let step_name = format!("{step:?}").to_lowercase();
             crash_point(&format!("before_{step_name}"));
             let (event_id, order_id) = (view.event_id, o.order_id);
+            // A free order (a zero total) has nothing to ask a gateway for.
+            let free = o.total_cents == 0 || o.payment_ref.as_deref() == Some(NO_PAYMENT);
             let command = match step {
                 SagaStep::Authorize => {
-                    let description = format!("Boxoffice order {order_id}");
-                    let charge = Charge {
-                        key: &key,
-                        card_ref: &o.card_ref,
-                        amount_cents: o.total_cents,
-                        currency: &self.config.orders.currency,
-                        description: &description,
-                    };
-                    let settlement = match self.payments.authorize(charge).await {
-                        Ok(Authorization::Authorized { payment_ref }) => {
-                            Settlement::Authorized { payment_ref }
+                    let settlement = if free {
+                        Settlement::Authorized {
+                            payment_ref: NO_PAYMENT.into(),
                         }
-                        Ok(Authorization::Declined { reason }) => Settlement::Declined { reason },
-                        // The card the order names is not one the gateway can
-                        // charge: as good as declined, and it will not get better.
-                        Err(GatewayError::InvalidToken(why)) => {
-                            Settlement::Declined { reason: why }
-                        }
-                        Err(GatewayError::Unavailable(why)) => {
-                            return Err(SagaError::Gateway(why));
+                    } else {
+                        let description = format!("Boxoffice order {order_id}");
+                        let charge = Charge {
+                            key: &key,
+                            card_ref: &o.card_ref,
+                            amount_cents: o.total_cents,
+                            currency: &self.config.orders.currency,
+                            description: &description,
+                        };
+                        match self.payments.authorize(charge).await {
+                            Ok(Authorization::Authorized { payment_ref }) => {
+                                Settlement::Authorized { payment_ref }
+                            }
+                            Ok(Authorization::Declined { reason }) => {
+                                Settlement::Declined { reason }
+                            }
+                            // The card the order names is not one the gateway can
+                            // charge: as good as declined, and it will not get better.
+                            Err(GatewayError::InvalidToken(why) | GatewayError::Gone(why)) => {
+                                Settlement::Declined { reason: why }
+                            }
+                            Err(GatewayError::Unavailable(why)) => {
+                                return Err(SagaError::Gateway(why));
+                            }
                         }
                     };
                     InventoryCommand::OrderSettle {
@@ -170,20 +196,36 @@ impl NodeCtx {
                 }
                 SagaStep::Capture => {
                     let payment_ref = o.payment_ref.as_deref().unwrap_or_default();
-                    self.payments
-                        .capture(payment_ref, &key)
-                        .await
-                        .map_err(|e| SagaError::Gateway(e.to_string()))?;
-                    InventoryCommand::OrderCaptured { event_id, order_id }
+                    match if free {
+                        Ok(())
+                    } else {
+                        self.payments.capture(payment_ref, &key).await
+                    } {
+                        Ok(()) => InventoryCommand::OrderCaptured { event_id, order_id },
+                        // Nothing can be captured any more: the tickets must go.
+                        Err(GatewayError::Gone(reason)) => {
+                            tracing::warn!(order = %order_id, "capture impossible: {reason}");
+                            InventoryCommand::OrderCaptureFailed {
+                                event_id,
+                                order_id,
+                                reason,
+                            }
+                        }
+                        Err(e) => return Err(SagaError::Gateway(e.to_string())),
+                    }
                 }
                 SagaStep::Refund => {
                     // An order that never got a payment reference has nothing
                     // at the gateway to give back.
-                    if let Some(payment_ref) = o.payment_ref.as_deref() {
-                        self.payments
+                    if let Some(payment_ref) = o.payment_ref.as_deref().filter(|_| !free) {
+                        match self
+                            .payments
                             .refund(payment_ref, o.refund_cents(), &key)
                             .await
-                            .map_err(|e| SagaError::Gateway(e.to_string()))?;
+                        {
+                            Ok(()) | Err(GatewayError::Gone(_)) => {}
+                            Err(e) => return Err(SagaError::Gateway(e.to_string())),
+                        }
                     }
                     InventoryCommand::OrderRefunded { event_id, order_id }
                 }
@@ -207,6 +249,31 @@ impl NodeCtx {
             metrics::counter!("boxoffice_order_steps_total", "step" => step_name).increment(1);
         }
         Ok(view)
+    }
+
+    /// The order as its group's leader has it now.
+    async fn current_order(
+        &self,
+        group: GroupId,
+        view: &OrderView,
+    ) -> Result<OrderView, SagaError> {
+        let order_id = view.order.order_id;
+        let answered = self
+            .router
+            .query(
+                group,
+                Query::Inventory(InventoryQuery::Order { order_id }),
+                true,
+                self.deadline(),
+            )
+            .await
+            .map_err(|e| SagaError::Record(e.to_string()))?;
+        match answered.result {
+            QueryResult::Inventory(InventoryAnswer::Order(Some(v))) => Ok(*v),
+            other => Err(SagaError::Record(format!(
+                "order {order_id} not found at its leader: {other:?}"
+            ))),
+        }
     }
 
     /// Drives the rest of an order in the background (capture after a

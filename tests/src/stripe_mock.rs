@@ -1,6 +1,8 @@
 //! A Stripe-compatible HTTP server for the tests, on a free loopback port: the
-//! endpoints the Stripe gateway uses (payment methods from test tokens, payment
-//! intents with manual capture, capture, cancel, retrieve, refunds), Stripe's
+//! endpoints the Stripe gateway uses (payment methods from test tokens, customers
+//! they attach to, payment intents with manual capture, capture, cancel,
+//! retrieve, refunds), Stripe's rule that a payment method not attached to a
+//! customer pays once, Stripe's
 //! idempotency (a key replays its first response; a key reused on another
 //! endpoint is a 400 `idempotency_error`), declines as 402 `card_error`, and a
 //! ledger the tests read to check the money: every capture and refund, per order.
@@ -11,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
@@ -42,9 +44,17 @@ pub struct Intent {
     pub captures: u32,
 }
 
+/// A payment method: its test card, the customer it is attached to, and whether
+/// it paid already.
+struct StoredMethod {
+    card: &'static (&'static str, &'static str, &'static str, bool),
+    customer: Option<String>,
+    used: bool,
+}
+
 #[derive(Default)]
 struct Ledger {
-    methods: HashMap<String, &'static (&'static str, &'static str, &'static str, bool)>,
+    methods: HashMap<String, StoredMethod>,
     intents: BTreeMap<String, Intent>,
     /// Idempotency key → (endpoint, status, body).
     replays: HashMap<String, (String, u16, Value)>,
@@ -76,6 +86,7 @@ impl MockStripe {
         let ledger: Arc<Mutex<Ledger>> = Arc::default();
         let app = Router::new()
             .route("/v1/payment_methods", post(payment_method))
+            .route("/v1/customers", post(customer))
             .route("/v1/payment_intents", post(create_intent))
             .route("/v1/payment_intents/{id}", get(retrieve_intent))
             .route("/v1/payment_intents/{id}/capture", post(capture))
@@ -98,6 +109,18 @@ impl MockStripe {
 
     fn with<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
         f(&mut self.ledger.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Cancels the order's uncaptured authorizations, as Stripe does when one
+    /// lapses (after about a week).
+    pub fn lapse(&self, order_id: &str) {
+        self.with(|l| {
+            for i in l.intents.values_mut() {
+                if i.order_id == order_id && i.status == "requires_capture" {
+                    i.status = "canceled".into();
+                }
+            }
+        });
     }
 
     /// Answers the next `n` requests with a 500.
@@ -262,7 +285,14 @@ async fn payment_method(
     let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
     l.next_id += 1;
     let id = format!("pm_{}", l.next_id);
-    l.methods.insert(id.clone(), card);
+    l.methods.insert(
+        id.clone(),
+        StoredMethod {
+            card,
+            customer: None,
+            used: false,
+        },
+    );
     respond((
         200,
         json!({
@@ -285,7 +315,8 @@ async fn create_intent(
     }
     let amount = f.get("amount").and_then(|a| a.parse::<u64>().ok());
     let pm = f.get("payment_method").cloned().unwrap_or_default();
-    let (Some(amount), Some(card)) = (amount, l.methods.get(&pm).copied()) else {
+    let customer = f.get("customer").cloned();
+    let (Some(amount), Some(method)) = (amount, l.methods.get_mut(&pm)) else {
         return respond(error(
             400,
             "invalid_request_error",
@@ -293,6 +324,37 @@ async fn create_intent(
             "amount and a known payment_method are required",
         ));
     };
+    // Stripe: an attached method pays only with its customer named; an
+    // unattached one pays once.
+    match (&method.customer, &customer) {
+        (Some(owner), Some(named)) if owner == named => {}
+        (Some(_), _) => {
+            return respond(error(
+                400,
+                "invalid_request_error",
+                "parameter_invalid",
+                "The PaymentMethod is attached to a Customer: pass that customer",
+            ))
+        }
+        (None, Some(_)) => {
+            return respond(error(
+                400,
+                "invalid_request_error",
+                "parameter_invalid",
+                "The PaymentMethod is not attached to that Customer",
+            ))
+        }
+        (None, None) if method.used => {
+            return respond(error(
+                400,
+                "invalid_request_error",
+                "payment_method_unexpected_state",
+                "The PaymentMethod was previously used without being attached to a Customer",
+            ))
+        }
+        (None, None) => method.used = true,
+    }
+    let card = method.card;
     if f.get("capture_method").map(String::as_str) != Some("manual")
         || f.get("confirm").map(String::as_str) != Some("true")
     {
@@ -382,10 +444,8 @@ async fn cancel(State(ledger): State<Arc<Mutex<Ledger>>>, Path(id): Path<String>
 
 async fn refund(
     State(ledger): State<Arc<Mutex<Ledger>>>,
-    method: Method,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
-    debug_assert_eq!(method, Method::POST);
     let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
     let id = f.get("payment_intent").cloned().unwrap_or_default();
     let next = l.next_id + 1;
@@ -418,5 +478,31 @@ async fn refund(
         json!({"id": format!("re_{next}"), "object": "refund", "amount": amount,
                "created": 1_700_000_000, "currency": currency, "status": "succeeded",
                "payment_intent": id}),
+    ))
+}
+
+async fn customer(
+    State(ledger): State<Arc<Mutex<Ledger>>>,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+    l.next_id += 1;
+    let id = format!("cus_{}", l.next_id);
+    if let Some(pm) = f.get("payment_method") {
+        match l.methods.get_mut(pm) {
+            Some(m) if m.customer.is_none() => m.customer = Some(id.clone()),
+            _ => {
+                return respond(error(
+                    400,
+                    "invalid_request_error",
+                    "resource_missing",
+                    "No such PaymentMethod, or it is attached already",
+                ))
+            }
+        }
+    }
+    respond((
+        200,
+        json!({"id": id, "object": "customer", "created": 1_700_000_000, "livemode": false}),
     ))
 }

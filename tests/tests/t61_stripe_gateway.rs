@@ -40,7 +40,12 @@ async fn the_stripe_gateway_authorizes_captures_refunds_and_retries_idempotently
         (visa.brand.as_str(), visa.last_four.as_str(), visa.exp_month),
         ("Visa", "4242", 12)
     );
-    assert!(visa.gateway_ref.starts_with("pm_"));
+    // Attached to a customer of its own, so it can pay more than once.
+    assert!(
+        visa.gateway_ref.starts_with("cus_") && visa.gateway_ref.contains("/pm_"),
+        "{}",
+        visa.gateway_ref
+    );
     assert!(matches!(
         g.card("tok_nonsense").await,
         Err(GatewayError::InvalidToken(_))
@@ -77,6 +82,8 @@ async fn the_stripe_gateway_authorizes_captures_refunds_and_retries_idempotently
     // Refund a capture, twice under the same key: refunded once.
     g.refund(&payment_ref, 186_000, "order-1:refund").await?;
     g.refund(&payment_ref, 186_000, "order-1:refund").await?;
+    // Under another key, Stripe says it is refunded already: done too.
+    g.refund(&payment_ref, 186_000, "another-key").await?;
     assert_eq!(mock.money(), (186_000, 186_000));
 
     // An authorization given back before capture is voided, not refunded.
@@ -123,8 +130,25 @@ async fn the_stripe_gateway_authorizes_captures_refunds_and_retries_idempotently
     assert!(matches!(up, Authorization::Authorized { .. }));
     assert_eq!(mock.intents_of("order-4").len(), 1);
 
-    // A wrong secret key.
+    // An authorization that lapsed cannot be captured: gone, not "try again".
+    let Authorization::Authorized {
+        payment_ref: lapsing,
+    } = g
+        .authorize(charge(&visa.gateway_ref, "order-5", 700))
+        .await?
+    else {
+        panic!("declined");
+    };
+    mock.lapse("order-5");
+    let gone = g.capture(&lapsing, "order-5:capture").await;
+    assert!(matches!(gone, Err(GatewayError::Gone(_))), "{gone:?}");
+
+    // A wrong secret key is our outage, not the fan's bad card.
     let wrong = gateway(&mock, "sk_test_wrong")?;
-    assert!(wrong.card("tok_visa").await.is_err());
+    let refused = wrong.card("tok_visa").await;
+    assert!(
+        matches!(refused, Err(GatewayError::Unavailable(_))),
+        "{refused:?}"
+    );
     Ok(())
 }

@@ -272,7 +272,10 @@ pub async fn create(
         delivery_method,
         tax_bps: ctx.config.orders.tax_bps(),
     };
-    let request_id = request_id_for(&headers, &format!("orders.create.{}", user.user_id))?;
+    let request_id = request_id_for(
+        &headers,
+        &format!("orders.create.{}.{}", user.user_id, body.reservation_id),
+    )?;
     let outcome = ctx
         .propose_to_event(&info, request_id, false, |request_id| Proposal {
             request_id,
@@ -371,7 +374,7 @@ pub async fn cancel(
 ) -> Result<impl IntoResponse, ApiError> {
     let info = event_of(&ctx, &id, Kind::Order, "order").await?;
     let event_id = info.event.spec.event_id;
-    let request_id = request_id_for(&headers, &format!("orders.cancel.{}", user.user_id))?;
+    let request_id = request_id_for(&headers, &format!("orders.cancel.{}.{id}", user.user_id))?;
     let outcome = ctx
         .propose_to_event(&info, request_id, false, |request_id| Proposal {
             request_id,

@@ -112,7 +112,7 @@ pub async fn add(
     };
     let request_id = request_id_for(&headers, &format!("payment-methods.add.{}", user.user_id))?;
     let card = ctx.payments.card(token).await.map_err(|e| match e {
-        GatewayError::InvalidToken(m) => invalid_method(m),
+        GatewayError::InvalidToken(m) | GatewayError::Gone(m) => invalid_method(m),
         GatewayError::Unavailable(m) => ApiError::unavailable("PAYMENT_GATEWAY", m, 5),
     })?;
     let method = PaymentMethod {

@@ -67,9 +67,10 @@ pub struct TicketBody {
     pub section: String,
     pub row: String,
     pub seat: String,
-    /// A PNG of the QR code, base64.
+    /// A PNG of the QR code, base64 (empty for a void or transferred ticket).
     pub qr_code: String,
-    /// What the QR code encodes: a JWT (HS256, cluster key) a gate can verify.
+    /// What the QR code encodes: a JWT (HS256, cluster key) a gate can verify
+    /// offline for authenticity; `POST /v1/tickets/scan` decides admission.
     pub qr_payload: String,
     pub barcode: String,
     /// `ACTIVE`, `ADMITTED` or `VOID`.
@@ -101,11 +102,27 @@ fn ticket_pass(
     Ok((tokens::mint_ticket_pass(ctx, pass)?, label))
 }
 
-/// Renders a ticket for its holder.
+/// Whether a ticket still gets a pass (a void or transferred one does not: its
+/// old pass stays verifiable offline until it expires, so the gate's online scan
+/// is what turns it away).
+fn passable(t: &Ticket) -> bool {
+    matches!(t.status, TicketStatus::Active | TicketStatus::Admitted)
+}
+
+/// Renders a ticket for its holder (a void ticket without its QR code).
 pub fn ticket_body(ctx: &AppState, info: &EventInfo, t: &Ticket) -> Result<TicketBody, ApiError> {
-    let (payload, label) = ticket_pass(ctx, info, t)?;
     let event = &info.event.spec;
-    let png = qr_png(&payload)?;
+    let (payload, png, label) = if passable(t) {
+        let (payload, label) = ticket_pass(ctx, info, t)?;
+        let png = base64::engine::general_purpose::STANDARD.encode(qr_png(&payload)?);
+        (payload, png, label)
+    } else {
+        (
+            String::new(),
+            String::new(),
+            SeatLabel::of(&info.layout, t.seat),
+        )
+    };
     Ok(TicketBody {
         ticket_id: t.ticket_id,
         order_id: t.order_id,
@@ -116,7 +133,7 @@ pub fn ticket_body(ctx: &AppState, info: &EventInfo, t: &Ticket) -> Result<Ticke
         section: label.section,
         row: label.row,
         seat: label.seat,
-        qr_code: base64::engine::general_purpose::STANDARD.encode(png),
+        qr_code: png,
         qr_payload: payload,
         barcode: t.barcode.clone(),
         status: t.status.name().to_string(),
@@ -241,6 +258,7 @@ pub async fn list(
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "Another user's ticket (FORBIDDEN)", body = ErrorBody),
         (status = 404, description = "No such ticket", body = ErrorBody),
+        (status = 410, description = "The ticket is void or was transferred (TICKET_VOID)", body = ErrorBody),
     ))]
 pub async fn download(
     State(ctx): State<AppState>,
@@ -259,6 +277,11 @@ pub async fn download(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",
             "this ticket belongs to another user",
+        ));
+    }
+    if !passable(&t) {
+        return Err(refusal(
+            crate::domain::inventory::InventoryRejection::TicketVoid,
         ));
     }
     let png = qr_png(&ticket_pass(&ctx, &info, &t)?.0)?;
@@ -319,7 +342,12 @@ pub async fn scan(
         ));
     }
     let event_id = body.event_id;
-    let request_id = request_id_for(&headers, &format!("tickets.scan.{event_id}"))?;
+    // The key is scoped to the barcode: a key reused for another ticket is
+    // another request.
+    let request_id = request_id_for(
+        &headers,
+        &format!("tickets.scan.{event_id}.{}", body.barcode),
+    )?;
     let barcode = body.barcode;
     let outcome = ctx
         .propose_to_event(&info, request_id, false, |request_id| Proposal {

@@ -120,7 +120,10 @@ pub async fn offer(
     }
     let info = event_of(&ctx, &ticket_id, Kind::Ticket, "ticket").await?;
     let event_id = info.event.spec.event_id;
-    let request_id = request_id_for(&headers, &format!("tickets.transfer.{}", user.user_id))?;
+    let request_id = request_id_for(
+        &headers,
+        &format!("tickets.transfer.{}.{ticket_id}.{to_email}", user.user_id),
+    )?;
     let ttl_ms = i64::try_from(ctx.config.orders.transfer_hours)
         .unwrap_or(i64::MAX / 3_600_000)
         .saturating_mul(3_600_000);
@@ -169,7 +172,10 @@ pub async fn accept(
 ) -> Result<impl IntoResponse, ApiError> {
     let info = event_of(&ctx, &transfer_id, Kind::Transfer, "transfer").await?;
     let event_id = info.event.spec.event_id;
-    let request_id = request_id_for(&headers, &format!("transfers.accept.{}", user.user_id))?;
+    let request_id = request_id_for(
+        &headers,
+        &format!("transfers.accept.{}.{transfer_id}", user.user_id),
+    )?;
     let outcome = ctx
         .propose_to_event(&info, request_id, false, |request_id| Proposal {
             request_id,
@@ -213,7 +219,10 @@ pub async fn withdraw(
 ) -> Result<impl IntoResponse, ApiError> {
     let info = event_of(&ctx, &transfer_id, Kind::Transfer, "transfer").await?;
     let event_id = info.event.spec.event_id;
-    let request_id = request_id_for(&headers, &format!("transfers.cancel.{}", user.user_id))?;
+    let request_id = request_id_for(
+        &headers,
+        &format!("transfers.cancel.{}.{transfer_id}", user.user_id),
+    )?;
     let outcome = ctx
         .propose_to_event(&info, request_id, false, |request_id| Proposal {
             request_id,

@@ -43,6 +43,10 @@ pub enum GatewayError {
     /// The gateway could not be reached or failed: try again later.
     #[error("payment gateway unavailable: {0}")]
     Unavailable(String),
+    /// The payment can no longer be captured (the authorization lapsed or was
+    /// cancelled at the gateway).
+    #[error("payment gone: {0}")]
+    Gone(String),
 }
 
 /// An authorization to ask for.

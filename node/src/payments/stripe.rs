@@ -1,8 +1,11 @@
 //! [`Stripe`]: the gateway on Stripe's API through async-stripe (feature `stripe`).
 //!
-//! A card token becomes a PaymentMethod; an order is authorized by a PaymentIntent
-//! created and confirmed with manual capture under the order id as idempotency
-//! key; capture and refund carry their own keys. Giving money back looks at the
+//! A card token becomes a PaymentMethod attached to a Customer of its own (Stripe
+//! lets an unattached PaymentMethod pay only once; the gateway reference is
+//! `cus_…/pm_…`); an order is authorized by a PaymentIntent created and confirmed
+//! with manual capture under the order id as idempotency key, declining cards
+//! that would need the buyer present (3-D Secure); capture and refund carry their
+//! own keys. Giving money back looks at the
 //! PaymentIntent first: an authorization is cancelled (voided), a capture
 //! refunded. Requests use the typed builders; responses are read leniently (only
 //! the fields used), so emulators that omit fields Stripe always sends still work.
@@ -16,8 +19,10 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use stripe::{
-    ApiErrors, Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest,
+    ApiErrors, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError,
+    StripeRequest,
 };
+use stripe_client_core::{RequestBuilder, StripeMethod};
 use stripe_core::payment_intent::{
     CancelPaymentIntent, CapturePaymentIntent, CreatePaymentIntent,
     CreatePaymentIntentAutomaticPaymentMethods,
@@ -104,17 +109,51 @@ fn idempotent(key: &str) -> Result<RequestStrategy, GatewayError> {
         .map_err(|e| GatewayError::Unavailable(format!("idempotency key {key:?}: {e}")))
 }
 
-/// What went wrong, for a call whose refusal is the client's fault when Stripe
-/// says 4xx (a bad token, an unknown payment) and an outage otherwise.
+/// What went wrong. Only a request Stripe found invalid (a bad token, a payment
+/// method it does not know) is the caller's fault; anything about us (a wrong
+/// or restricted key, an idempotency key reused with other parameters), a key in
+/// flight elsewhere (409), rate limits (429), Stripe's own errors and the network
+/// are outages: the step is tried again later, never turned into a decline.
 fn failure(e: StripeError) -> GatewayError {
     match e {
-        // 409: the same key is in flight elsewhere; 429: slow down. Both pass.
-        StripeError::Stripe(err, status)
-            if (400..500).contains(&status) && status != 409 && status != 429 =>
-        {
-            GatewayError::InvalidToken(describe(&err))
+        StripeError::Stripe(err, status) => {
+            let ours = matches!(
+                err.type_,
+                ApiErrorsType::IdempotencyError | ApiErrorsType::ApiError
+            );
+            if (400..500).contains(&status) && ![401, 403, 409, 429].contains(&status) && !ours {
+                GatewayError::InvalidToken(describe(&err))
+            } else {
+                if err.type_ == ApiErrorsType::IdempotencyError {
+                    tracing::error!("Stripe refused an idempotency key: {}", describe(&err));
+                }
+                GatewayError::Unavailable(format!("Stripe {status}: {}", describe(&err)))
+            }
         }
         other => GatewayError::Unavailable(other.to_string()),
+    }
+}
+
+fn code_of(err: &ApiErrors) -> Option<&str> {
+    err.code.as_ref().map(|c| c.as_str())
+}
+
+/// A Customer of one card.
+#[derive(serde::Serialize)]
+struct NewCustomer<'a> {
+    payment_method: &'a str,
+}
+
+#[derive(miniserde::Deserialize)]
+struct CustomerLite {
+    id: String,
+}
+
+/// `cus_…/pm_…` → (customer, payment method); a bare `pm_…` has no customer.
+fn split_ref(card_ref: &str) -> (Option<&str>, &str) {
+    match card_ref.split_once('/') {
+        Some((customer, pm)) => (Some(customer), pm),
+        None => (None, card_ref),
     }
 }
 
@@ -188,12 +227,27 @@ impl PaymentGateway for Stripe {
             let card = pm
                 .card
                 .ok_or_else(|| GatewayError::InvalidToken(format!("{token:?} is not a card")))?;
+            // Attached to a Customer, the card pays for every later order too.
+            let gateway_ref = match self.flavor {
+                Flavor::Stripe => {
+                    let customer = RequestBuilder::new(StripeMethod::Post, "/customers")
+                        .form(&NewCustomer {
+                            payment_method: &pm.id,
+                        })
+                        .customize::<CustomerLite>()
+                        .send(&self.client)
+                        .await
+                        .map_err(failure)?;
+                    format!("{}/{}", customer.id, pm.id)
+                }
+                Flavor::Localstripe => pm.id,
+            };
             Ok(Card {
                 brand: brand_name(&card.brand),
                 last_four: card.last4,
                 exp_month: u8::try_from(card.exp_month).unwrap_or(0),
                 exp_year: u16::try_from(card.exp_year).unwrap_or(0),
-                gateway_ref: pm.id,
+                gateway_ref,
             })
         })
     }
@@ -209,10 +263,11 @@ impl PaymentGateway for Stripe {
                 .map_err(|_| GatewayError::Unavailable(format!("currency {}", charge.currency)))?;
             let amount = i64::try_from(charge.amount_cents)
                 .map_err(|_| GatewayError::InvalidToken("amount out of range".into()))?;
+            let (customer, payment_method) = split_ref(charge.card_ref);
             let mut create = CreatePaymentIntent::new(amount, currency)
                 .capture_method(stripe_core::PaymentIntentCaptureMethod::Manual)
                 .confirm(true)
-                .payment_method(charge.card_ref)
+                .payment_method(payment_method)
                 .metadata(HashMap::from([(
                     "order_id".to_string(),
                     charge.key.to_string(),
@@ -221,9 +276,15 @@ impl PaymentGateway for Stripe {
                 let mut methods = CreatePaymentIntentAutomaticPaymentMethods::new(true);
                 methods.allow_redirects =
                     Some(CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never);
+                // Nobody is there to pass 3-D Secure: such a card is declined
+                // (402 authentication_required) instead of waiting for ever.
                 create = create
                     .automatic_payment_methods(methods)
+                    .error_on_requires_action(true)
                     .description(charge.description);
+            }
+            if let Some(customer) = customer {
+                create = create.customer(customer);
             }
             let sent = create
                 .build()
@@ -240,18 +301,36 @@ impl PaymentGateway for Stripe {
                     "requires_payment_method" | "canceled" => Ok(Authorization::Declined {
                         reason: "card_declined".into(),
                     }),
+                    // It wants the buyer (3-D Secure) or another confirmation:
+                    // let it go and decline.
+                    "requires_action" | "requires_confirmation" => {
+                        CancelPaymentIntent::new(pi.id.as_str())
+                            .build()
+                            .customize::<PaymentIntentLite>()
+                            .request_strategy(idempotent(&format!("{}:void", charge.key))?)
+                            .send(&self.client)
+                            .await
+                            .map_err(failure)?;
+                        Ok(Authorization::Declined {
+                            reason: "authentication_required".into(),
+                        })
+                    }
                     other => Err(GatewayError::Unavailable(format!(
                         "payment intent {} is {other}",
                         pi.id
                     ))),
                 },
-                Err(StripeError::Stripe(err, 402)) => Ok(Authorization::Declined {
-                    reason: err
-                        .decline_code
-                        .clone()
-                        .or_else(|| err.code.as_ref().map(|c| c.as_str().to_string()))
-                        .unwrap_or_else(|| "card_declined".into()),
-                }),
+                Err(StripeError::Stripe(err, status))
+                    if status == 402 || err.type_ == ApiErrorsType::CardError =>
+                {
+                    Ok(Authorization::Declined {
+                        reason: err
+                            .decline_code
+                            .clone()
+                            .or_else(|| code_of(&err).map(str::to_string))
+                            .unwrap_or_else(|| "card_declined".into()),
+                    })
+                }
                 Err(e) => Err(failure(e)),
             }
         })
@@ -275,11 +354,13 @@ impl PaymentGateway for Stripe {
                     "payment intent {} is {} after capture",
                     pi.id, pi.status
                 ))),
-                // Captured before (under another key): done.
+                // Captured before (under another key): done. Cancelled (the
+                // authorization lapsed, or was voided elsewhere): gone for good.
                 Err(StripeError::Stripe(err, 400)) => {
                     match self.payment_intent(payment_ref).await?.status.as_str() {
                         "succeeded" => Ok(()),
-                        _ => Err(GatewayError::InvalidToken(describe(&err))),
+                        "canceled" => Err(GatewayError::Gone(describe(&err))),
+                        _ => Err(failure(StripeError::Stripe(err, 400))),
                     }
                 }
                 Err(e) => Err(failure(e)),
@@ -325,6 +406,11 @@ impl PaymentGateway for Stripe {
                 };
                 match sent {
                     Ok(()) => return Ok(()),
+                    Err(StripeError::Stripe(err, 400))
+                        if code_of(&err) == Some("charge_already_refunded") =>
+                    {
+                        return Ok(())
+                    }
                     Err(StripeError::Stripe(_, 400)) => continue,
                     Err(e) => return Err(failure(e)),
                 }

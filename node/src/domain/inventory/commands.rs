@@ -127,6 +127,12 @@ pub enum InventoryCommand {
         transfer_id: Uuid,
         user_id: Uuid,
     },
+    /// The gateway can no longer capture a confirmed order's authorization.
+    OrderCaptureFailed {
+        event_id: Uuid,
+        order_id: Uuid,
+        reason: String,
+    },
 }
 
 impl InventoryCommand {
@@ -151,7 +157,8 @@ impl InventoryCommand {
             | InventoryCommand::TicketScan { event_id, .. }
             | InventoryCommand::TransferCreate { event_id, .. }
             | InventoryCommand::TransferAccept { event_id, .. }
-            | InventoryCommand::TransferCancel { event_id, .. } => *event_id,
+            | InventoryCommand::TransferCancel { event_id, .. }
+            | InventoryCommand::OrderCaptureFailed { event_id, .. } => *event_id,
             InventoryCommand::AsShopper(inner) => inner.event_id(),
         }
     }

@@ -32,6 +32,8 @@ mod refusal_tests;
 mod tests;
 pub mod tickets;
 pub mod transfers;
+#[cfg(test)]
+mod transfers_tests;
 
 pub use commands::*;
 pub use holds::{Reservation, ReservationStatus, SeatState};
@@ -201,6 +203,11 @@ impl Inventory {
             InventoryCommand::TicketScan { barcode, .. } => self
                 .scan(&barcode, ctx, changes)
                 .map(InventoryResponse::Scanned),
+            InventoryCommand::OrderCaptureFailed {
+                order_id, reason, ..
+            } => self
+                .capture_failed(order_id, reason, ctx, changes)
+                .map(|v| InventoryResponse::Order(Box::new(v))),
             InventoryCommand::TransferCreate { transfer, .. } => self
                 .create_transfer(*transfer, ctx, changes)
                 .map(|t| InventoryResponse::Transfer(Box::new(t))),

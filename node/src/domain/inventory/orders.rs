@@ -64,6 +64,9 @@ pub enum PaymentState {
     /// Cancelled: the authorization is to be voided or the capture refunded.
     Refunding,
     Refunded,
+    /// The authorization could not be captured (it lapsed or was cancelled at
+    /// the gateway): nothing was taken, the tickets are void.
+    Voided,
 }
 
 impl PaymentState {
@@ -76,6 +79,7 @@ impl PaymentState {
             PaymentState::Declined => "DECLINED",
             PaymentState::Refunding => "REFUND_PENDING",
             PaymentState::Refunded => "REFUNDED",
+            PaymentState::Voided => "VOIDED",
         }
     }
 }
@@ -400,14 +404,19 @@ impl Inventory {
         match settlement {
             Settlement::Authorized { payment_ref } => {
                 o.payment_ref = Some(payment_ref);
-                let sold = self
-                    .transition(
-                        o.reservation_id,
-                        ReservationStatus::Converted,
-                        ctx.now_ms,
-                        changes,
-                    )
-                    .is_some();
+                let live = self
+                    .reservations
+                    .get(&o.reservation_id)
+                    .is_some_and(|r| r.status == ReservationStatus::Active);
+                let sold = live
+                    && self
+                        .transition(
+                            o.reservation_id,
+                            ReservationStatus::Converted,
+                            ctx.now_ms,
+                            changes,
+                        )
+                        .is_some();
                 if !sold {
                     // Cannot happen while the hold is pinned; if it did, the money
                     // goes back rather than being kept without tickets.
@@ -538,6 +547,45 @@ impl Inventory {
         );
         o.status = OrderStatus::Cancelled;
         o.payment = PaymentState::Refunding;
+        o.cancelled_ms = ctx.now_ms;
+        Ok(self.put_order(o, changes))
+    }
+
+    /// The gateway can no longer capture a confirmed order's authorization: the
+    /// tickets are void, the seats back on sale, the order FAILED with nothing
+    /// taken (tickets never stay without a payment).
+    pub(super) fn capture_failed(
+        &mut self,
+        order_id: Uuid,
+        reason: String,
+        ctx: ApplyCtx,
+        changes: &mut Vec<Change>,
+    ) -> Result<OrderView, InventoryRejection> {
+        let mut o = self
+            .orders
+            .get(&order_id)
+            .cloned()
+            .ok_or(InventoryRejection::UnknownOrder)?;
+        if (o.status, o.payment) != (OrderStatus::Confirmed, PaymentState::Authorized) {
+            return self
+                .order_view(&order_id)
+                .ok_or(InventoryRejection::UnknownOrder);
+        }
+        for id in o.tickets.clone() {
+            if let Some(mut t) = self.tickets.get(&id).cloned() {
+                t.status = TicketStatus::Void;
+                self.put_ticket(t, changes);
+            }
+        }
+        self.transition(
+            o.reservation_id,
+            ReservationStatus::Refunded,
+            ctx.now_ms,
+            changes,
+        );
+        o.status = OrderStatus::Failed;
+        o.payment = PaymentState::Voided;
+        o.failure = Some(reason);
         o.cancelled_ms = ctx.now_ms;
         Ok(self.put_order(o, changes))
     }
