@@ -170,25 +170,17 @@ pub async fn accept(
     headers: HeaderMap,
     Path(transfer_id): Path<Uuid>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let info = event_of(&ctx, &transfer_id, Kind::Transfer, "transfer").await?;
-    let event_id = info.event.spec.event_id;
-    let request_id = request_id_for(
-        &headers,
-        &format!("transfers.accept.{}.{transfer_id}", user.user_id),
-    )?;
-    let outcome = ctx
-        .propose_to_event(&info, request_id, false, |request_id| Proposal {
-            request_id,
-            body: CommandBody::Inventory(InventoryCommand::TransferAccept {
-                event_id,
-                transfer_id,
-                user_id: user.user_id,
-                email: user.email.clone(),
-                nonce: rand::random(),
-            }),
-        })
-        .await?;
-    let t = transfer_outcome(outcome, "transfer")?;
+    let scope = format!("transfers.accept.{}.{transfer_id}", user.user_id);
+    let t = on_transfer(&ctx, &headers, transfer_id, &scope, |event_id| {
+        InventoryCommand::TransferAccept {
+            event_id,
+            transfer_id,
+            user_id: user.user_id,
+            email: user.email.clone(),
+            nonce: rand::random(),
+        }
+    })
+    .await?;
     let ticket_id = t
         .new_ticket
         .ok_or_else(|| ApiError::internal("an accepted transfer without its ticket"))?;
@@ -217,22 +209,35 @@ pub async fn withdraw(
     headers: HeaderMap,
     Path(transfer_id): Path<Uuid>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let info = event_of(&ctx, &transfer_id, Kind::Transfer, "transfer").await?;
+    let scope = format!("transfers.cancel.{}.{transfer_id}", user.user_id);
+    on_transfer(&ctx, &headers, transfer_id, &scope, |event_id| {
+        InventoryCommand::TransferCancel {
+            event_id,
+            transfer_id,
+            user_id: user.user_id,
+        }
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Gets `command(event)` applied to an existing transfer's event group, under
+/// the request id of the `Idempotency-Key` in `scope`.
+async fn on_transfer(
+    ctx: &AppState,
+    headers: &HeaderMap,
+    transfer_id: Uuid,
+    scope: &str,
+    command: impl Fn(Uuid) -> InventoryCommand,
+) -> Result<Transfer, ApiError> {
+    let info = event_of(ctx, &transfer_id, Kind::Transfer, "transfer").await?;
     let event_id = info.event.spec.event_id;
-    let request_id = request_id_for(
-        &headers,
-        &format!("transfers.cancel.{}.{transfer_id}", user.user_id),
-    )?;
+    let request_id = request_id_for(headers, scope)?;
     let outcome = ctx
         .propose_to_event(&info, request_id, false, |request_id| Proposal {
             request_id,
-            body: CommandBody::Inventory(InventoryCommand::TransferCancel {
-                event_id,
-                transfer_id,
-                user_id: user.user_id,
-            }),
+            body: CommandBody::Inventory(command(event_id)),
         })
         .await?;
-    transfer_outcome(outcome, "transfer")?;
-    Ok(StatusCode::NO_CONTENT)
+    transfer_outcome(outcome, "transfer")
 }

@@ -251,6 +251,35 @@ impl Inventory {
             .unwrap_or_else(|| unreachable!("just inserted"))
     }
 
+    /// An order by id, to change (404 if unknown).
+    fn order_to_change(&self, id: &Uuid) -> Result<Order, InventoryRejection> {
+        self.orders
+            .get(id)
+            .cloned()
+            .ok_or(InventoryRejection::UnknownOrder)
+    }
+
+    /// The order as it stands: what a step that does not apply answers.
+    fn answer(&self, id: &Uuid) -> Result<OrderView, InventoryRejection> {
+        self.order_view(id).ok_or(InventoryRejection::UnknownOrder)
+    }
+
+    /// Voids a sold order's tickets and puts its seats back on sale.
+    fn unsell(&mut self, o: &Order, now_ms: i64, changes: &mut Vec<Change>) {
+        for id in &o.tickets {
+            if let Some(mut t) = self.tickets.get(id).cloned() {
+                t.status = TicketStatus::Void;
+                self.put_ticket(t, changes);
+            }
+        }
+        self.transition(
+            o.reservation_id,
+            ReservationStatus::Refunded,
+            now_ms,
+            changes,
+        );
+    }
+
     /// An order with its tickets.
     pub fn order_view(&self, id: &Uuid) -> Option<OrderView> {
         let order = self.orders.get(id)?.clone();
@@ -391,15 +420,9 @@ impl Inventory {
         ctx: ApplyCtx,
         changes: &mut Vec<Change>,
     ) -> Result<OrderView, InventoryRejection> {
-        let mut o = self
-            .orders
-            .get(&order_id)
-            .cloned()
-            .ok_or(InventoryRejection::UnknownOrder)?;
+        let mut o = self.order_to_change(&order_id)?;
         if o.status != OrderStatus::Pending {
-            return self
-                .order_view(&order_id)
-                .ok_or(InventoryRejection::UnknownOrder);
+            return self.answer(&order_id);
         }
         match settlement {
             Settlement::Authorized { payment_ref } => {
@@ -476,15 +499,9 @@ impl Inventory {
         ctx: ApplyCtx,
         changes: &mut Vec<Change>,
     ) -> Result<OrderView, InventoryRejection> {
-        let mut o = self
-            .orders
-            .get(&order_id)
-            .cloned()
-            .ok_or(InventoryRejection::UnknownOrder)?;
+        let mut o = self.order_to_change(&order_id)?;
         if (o.status, o.payment) != (OrderStatus::Confirmed, PaymentState::Authorized) {
-            return self
-                .order_view(&order_id)
-                .ok_or(InventoryRejection::UnknownOrder);
+            return self.answer(&order_id);
         }
         o.payment = PaymentState::Captured;
         o.captured_ms = ctx.now_ms;
@@ -500,11 +517,7 @@ impl Inventory {
         ctx: ApplyCtx,
         changes: &mut Vec<Change>,
     ) -> Result<OrderView, InventoryRejection> {
-        let mut o = self
-            .orders
-            .get(&order_id)
-            .cloned()
-            .ok_or(InventoryRejection::UnknownOrder)?;
+        let mut o = self.order_to_change(&order_id)?;
         if o.user_id != user_id {
             return Err(InventoryRejection::NotOwner);
         }
@@ -533,18 +546,7 @@ impl Inventory {
         if tickets.iter().any(|t| t.holder != o.user_id) {
             return not("a ticket of this order was transferred");
         }
-        for id in o.tickets.clone() {
-            if let Some(mut t) = self.tickets.get(&id).cloned() {
-                t.status = TicketStatus::Void;
-                self.put_ticket(t, changes);
-            }
-        }
-        self.transition(
-            o.reservation_id,
-            ReservationStatus::Refunded,
-            ctx.now_ms,
-            changes,
-        );
+        self.unsell(&o, ctx.now_ms, changes);
         o.status = OrderStatus::Cancelled;
         o.payment = PaymentState::Refunding;
         o.cancelled_ms = ctx.now_ms;
@@ -561,28 +563,11 @@ impl Inventory {
         ctx: ApplyCtx,
         changes: &mut Vec<Change>,
     ) -> Result<OrderView, InventoryRejection> {
-        let mut o = self
-            .orders
-            .get(&order_id)
-            .cloned()
-            .ok_or(InventoryRejection::UnknownOrder)?;
+        let mut o = self.order_to_change(&order_id)?;
         if (o.status, o.payment) != (OrderStatus::Confirmed, PaymentState::Authorized) {
-            return self
-                .order_view(&order_id)
-                .ok_or(InventoryRejection::UnknownOrder);
+            return self.answer(&order_id);
         }
-        for id in o.tickets.clone() {
-            if let Some(mut t) = self.tickets.get(&id).cloned() {
-                t.status = TicketStatus::Void;
-                self.put_ticket(t, changes);
-            }
-        }
-        self.transition(
-            o.reservation_id,
-            ReservationStatus::Refunded,
-            ctx.now_ms,
-            changes,
-        );
+        self.unsell(&o, ctx.now_ms, changes);
         o.status = OrderStatus::Failed;
         o.payment = PaymentState::Voided;
         o.failure = Some(reason);
@@ -597,15 +582,9 @@ impl Inventory {
         ctx: ApplyCtx,
         changes: &mut Vec<Change>,
     ) -> Result<OrderView, InventoryRejection> {
-        let mut o = self
-            .orders
-            .get(&order_id)
-            .cloned()
-            .ok_or(InventoryRejection::UnknownOrder)?;
+        let mut o = self.order_to_change(&order_id)?;
         if o.payment != PaymentState::Refunding {
-            return self
-                .order_view(&order_id)
-                .ok_or(InventoryRejection::UnknownOrder);
+            return self.answer(&order_id);
         }
         o.payment = PaymentState::Refunded;
         o.refunded_ms = ctx.now_ms;
