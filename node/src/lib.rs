@@ -45,6 +45,7 @@ pub mod orders;
 pub mod payments;
 pub mod placement;
 pub mod raft;
+pub mod realtime;
 pub mod routing;
 pub mod server;
 

@@ -34,6 +34,8 @@ pub struct NodeCtx {
     pub payments: Arc<dyn crate::payments::PaymentGateway>,
     /// The orders this node is driving through their saga now.
     pub sagas: crate::orders::Sagas,
+    /// Realtime subscriptions (WebSocket).
+    pub realtime: crate::realtime::Hub,
 }
 
 impl NodeCtx {
@@ -213,6 +215,7 @@ pub async fn run(
         event_infos: Default::default(),
         payments: crate::payments::from_config(&config.payments)?,
         sagas: Default::default(),
+        realtime: Default::default(),
     });
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -253,6 +256,7 @@ pub async fn run(
     tasks.push(tokio::spawn(crate::inventory::sweeper(ctx.clone())));
     tasks.push(tokio::spawn(crate::inventory::admitter(ctx.clone())));
     tasks.push(tokio::spawn(crate::orders::recovery(ctx.clone())));
+    tasks.push(tokio::spawn(crate::realtime::watcher(ctx.clone())));
     {
         let ctx = ctx.clone();
         tasks.push(tokio::spawn(async move {

@@ -30,7 +30,8 @@ pub mod tokens;
 mod transfers;
 mod venues;
 
-pub use error::{current_request_id, now_rfc3339, ApiError, REQUEST_ID};
+pub use error::{current_request_id, now_rfc3339, ApiError, ErrorBody, REQUEST_ID};
+pub use extract::Query;
 pub use ratelimit::Limiters;
 
 use std::sync::Arc;
@@ -106,6 +107,7 @@ fn v1_routes() -> (Router<AppState>, Vec<Route>) {
         post "/v1/tickets/{ticket_id}/transfer" => transfers::offer,
         post "/v1/transfers/{transfer_id}/accept" => transfers::accept,
         delete "/v1/transfers/{transfer_id}" => transfers::withdraw,
+        get "/v1/realtime" => crate::realtime::ws::connect,
     }
 }
 

@@ -65,6 +65,7 @@ use super::{
         transfers::offer,
         transfers::accept,
         transfers::withdraw,
+        crate::realtime::ws::connect,
     ),
     modifiers(&Shared),
     tags(
@@ -77,6 +78,7 @@ use super::{
         (name = "payments", description = "The caller's payment methods"),
         (name = "orders", description = "Orders: paying for a hold, cancelling"),
         (name = "tickets", description = "Tickets, their QR codes, and gate scans"),
+        (name = "realtime", description = "Live updates over a WebSocket"),
         (name = "admin", description = "Operator endpoints (X-Admin-Key)"),
     ),
 )]

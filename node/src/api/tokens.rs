@@ -39,7 +39,7 @@ pub struct Claims {
 pub const QUEUE_TOKEN_TTL_SECONDS: i64 = 7 * 24 * 3600;
 
 /// The issuer: the cluster's bootstrap id, so tokens of another cluster fail.
-fn issuer(ctx: &AppState) -> Result<(String, Vec<u8>), ApiError> {
+fn issuer(ctx: &crate::server::NodeCtx) -> Result<(String, Vec<u8>), ApiError> {
     ctx.with_catalog(|c| {
         c.cluster_uuid()
             .zip(c.token_key())
@@ -134,7 +134,7 @@ pub fn mint_queue(
 
 /// The access token of a shopper admitted to `event` whose window ends at `until_ms`.
 pub fn mint_access(
-    ctx: &AppState,
+    ctx: &crate::server::NodeCtx,
     user: Uuid,
     event: Uuid,
     admitted_ms: i64,

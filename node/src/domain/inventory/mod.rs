@@ -34,6 +34,7 @@ pub mod tickets;
 pub mod transfers;
 #[cfg(test)]
 mod transfers_tests;
+mod watch;
 
 pub use commands::*;
 pub use holds::{Reservation, ReservationStatus, SeatState};

@@ -1,0 +1,398 @@
+//! Realtime updates (docs/design.md, "Realtime"): the node's subscriptions and
+//! the watcher that turns the applied state of the event groups it replicates into
+//! messages for them. [`ws`] serves the WebSocket.
+//!
+//! The watcher looks at each watched event every [`TICK`]: when the group applied
+//! something since its last look it recomputes the seats available per section
+//! and sends each section whose count changed (`availability_update`: coalesced
+//! to at most a few per second per section, and always ending on the true count);
+//! for each subscriber it sends `queue_update` when the fan's place or status
+//! moved (READY with the access token), `reservation_expiring` once when one of
+//! the fan's holds is due within a minute (by the hold's stamped expiry), and
+//! `reservation_expired` when it lapsed. Nothing runs on the apply path.
+//!
+//! Each connection has a bounded queue; a subscriber that falls behind is
+//! dropped (the connection closes with 4008) instead of slowing anyone else.
+
+pub mod ws;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{SecondsFormat, TimeZone, Utc};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::domain::inventory::queue::estimated_wait_minutes;
+use crate::domain::inventory::{EntryState, QueueView, ReservationStatus};
+use crate::raft::GroupId;
+use crate::server::NodeCtx;
+
+/// How often the watcher looks.
+pub const TICK: Duration = Duration::from_millis(250);
+/// Messages a connection may have waiting before it is dropped as too slow.
+pub const QUEUE_DEPTH: usize = 256;
+/// How long before a hold's expiry its holder is warned.
+pub const WARN_BEFORE_MS: i64 = 60_000;
+
+/// One connection's way out.
+#[derive(Clone)]
+pub struct Outlet {
+    tx: mpsc::Sender<String>,
+    /// Set to a close code when the connection must end (it fell behind).
+    kick: Arc<watch::Sender<Option<u16>>>,
+}
+
+impl Outlet {
+    /// A connection's outlet, its message queue and its kick signal.
+    pub fn new() -> (Self, mpsc::Receiver<String>, watch::Receiver<Option<u16>>) {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (kick, kicked) = watch::channel(None);
+        (
+            Self {
+                tx,
+                kick: Arc::new(kick),
+            },
+            rx,
+            kicked,
+        )
+    }
+
+    /// Queues a message; false (and the connection kicked) if it is full.
+    fn send(&self, msg: &Value) -> bool {
+        match self.tx.try_send(msg.to_string()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("boxoffice_realtime_dropped_total").increment(1);
+                let _ = self.kick.send(Some(4008));
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// One subscription of one connection to one event.
+struct Sub {
+    user: Uuid,
+    out: Outlet,
+    /// Nothing sent yet: the next look sends the whole picture first.
+    fresh: bool,
+    /// The last queue place and status sent.
+    queue: Option<(u64, &'static str)>,
+    /// Holds warned about, each with whether its lapse was told.
+    warned: BTreeMap<Uuid, bool>,
+}
+
+/// An event someone watches on this node.
+struct Watched {
+    group: GroupId,
+    sections: Vec<String>,
+    seen_index: Option<u64>,
+    counts: Vec<u32>,
+    subs: HashMap<u64, Sub>,
+}
+
+/// The node's subscriptions.
+#[derive(Default)]
+pub struct Hub {
+    next: AtomicU64,
+    events: Mutex<HashMap<Uuid, Watched>>,
+}
+
+/// A connection's request to watch an event.
+pub struct Subscription {
+    pub conn: u64,
+    pub user: Uuid,
+    pub event: Uuid,
+    pub group: GroupId,
+    /// The event's section names, in layout order.
+    pub sections: Vec<String>,
+    pub out: Outlet,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("this node does not replicate the event's group yet; connect to a node that does")]
+    NotReplicated,
+}
+
+fn stamp(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_else(Utc::now)
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn queue_status(s: EntryState) -> &'static str {
+    match s {
+        EntryState::Queued => "QUEUED",
+        EntryState::Ready { .. } => "READY",
+        EntryState::Expired { .. } => "EXPIRED",
+        EntryState::Left { .. } => "LEFT",
+        EntryState::Done { .. } => "COMPLETED",
+    }
+}
+
+impl Hub {
+    /// A new connection id.
+    pub fn connection(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<Uuid, Watched>) -> T) -> T {
+        f(&mut self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Subscribes a connection to an event; the next look sends it the current
+    /// state. Refused if this node does not replicate the event's group.
+    pub fn subscribe(&self, ctx: &NodeCtx, s: Subscription) -> Result<(), SubscribeError> {
+        let Subscription {
+            conn,
+            user,
+            event,
+            group,
+            sections,
+            out,
+        } = s;
+        if ctx.groups.get(group).is_none() {
+            return Err(SubscribeError::NotReplicated);
+        }
+        self.with(|events| {
+            let w = events.entry(event).or_insert_with(|| Watched {
+                group,
+                sections,
+                seen_index: None,
+                counts: Vec::new(),
+                subs: HashMap::new(),
+            });
+            w.subs.insert(
+                conn,
+                Sub {
+                    user,
+                    out,
+                    fresh: true,
+                    queue: None,
+                    warned: BTreeMap::new(),
+                },
+            );
+        });
+        metrics::gauge!("boxoffice_realtime_subscriptions").increment(1.0);
+        Ok(())
+    }
+
+    /// Ends one subscription (or none).
+    pub fn unsubscribe(&self, conn: u64, event: &Uuid) {
+        self.with(|events| {
+            if let Some(w) = events.get_mut(event) {
+                if w.subs.remove(&conn).is_some() {
+                    metrics::gauge!("boxoffice_realtime_subscriptions").decrement(1.0);
+                }
+                if w.subs.is_empty() {
+                    events.remove(event);
+                }
+            }
+        });
+    }
+
+    /// Ends every subscription of a connection.
+    pub fn disconnect(&self, conn: u64) {
+        let watched: Vec<Uuid> = self.with(|events| events.keys().copied().collect());
+        for event in watched {
+            self.unsubscribe(conn, &event);
+        }
+    }
+
+    /// One look at every watched event. The group's state is read briefly (into
+    /// a [`Seen`]) without the hub's lock, and the messages are made and queued
+    /// without the state's lock: apply never waits on subscribers.
+    fn look(&self, ctx: &NodeCtx) {
+        let now = Utc::now().timestamp_millis();
+        type Plan = (Uuid, GroupId, Option<u64>, Vec<Uuid>, Vec<Uuid>);
+        let watched: Vec<Plan> = self.with(|events| {
+            events
+                .iter()
+                .map(|(e, w)| {
+                    let users = w.subs.values().map(|s| s.user).collect();
+                    let warned = w
+                        .subs
+                        .values()
+                        .flat_map(|s| s.warned.keys().copied())
+                        .collect();
+                    (*e, w.group, w.seen_index, users, warned)
+                })
+                .collect()
+        });
+        for (event, group, seen_index, users, warned) in watched {
+            let Some(g) = ctx.groups.get(group) else {
+                continue;
+            };
+            let seen = {
+                let st = g.state.read();
+                let Some(inv) = st.machine.inventory() else {
+                    continue;
+                };
+                let index = st.last_applied.map(|l| l.index);
+                let clock = st.machine.clock_ms();
+                Seen {
+                    counts: (index != seen_index)
+                        .then(|| inv.available_by_section(clock).unwrap_or_default()),
+                    index,
+                    queue: users
+                        .iter()
+                        .filter_map(|u| Some((*u, inv.waiting_room().entry_of(u, clock)?)))
+                        .collect(),
+                    expiring: inv
+                        .holds_expiring_by(now.saturating_add(WARN_BEFORE_MS))
+                        .map(|r| (r.reservation_id, r.user_id, r.expires_ms))
+                        .collect(),
+                    holds: warned
+                        .iter()
+                        .filter_map(|id| {
+                            let r = inv.reservation(id)?;
+                            let active = r.status == ReservationStatus::Active;
+                            let lapsed = r.status == ReservationStatus::Expired
+                                || (active && r.expires_ms <= clock);
+                            Some((*id, (active && !lapsed, lapsed)))
+                        })
+                        .collect(),
+                }
+            };
+            self.with(|events| {
+                if let Some(w) = events.get_mut(&event) {
+                    tell(ctx, event, w, seen, now);
+                }
+            });
+        }
+        self.with(|events| {
+            for w in events.values_mut() {
+                w.subs.retain(|_, s| !s.out.tx.is_closed());
+            }
+            events.retain(|_, w| !w.subs.is_empty());
+        });
+    }
+}
+
+/// What one look read from a group.
+struct Seen {
+    /// Seats available per section, if the group applied something new.
+    counts: Option<Vec<u32>>,
+    index: Option<u64>,
+    queue: HashMap<Uuid, QueueView>,
+    /// Live holds due within the warning time: (hold, holder, expiry).
+    expiring: Vec<(Uuid, Uuid, i64)>,
+    /// Warned holds: (still live, lapsed).
+    holds: HashMap<Uuid, (bool, bool)>,
+}
+
+/// Sends what changed in one event to its subscribers.
+fn tell(ctx: &NodeCtx, event: Uuid, w: &mut Watched, seen: Seen, now_ms: i64) {
+    let counts = seen.counts.unwrap_or_else(|| w.counts.clone());
+    let section_update = |i: usize, n: u32| {
+        json!({
+            "type": "availability_update",
+            "event_id": event,
+            "section": w.sections.get(i).cloned().unwrap_or_default(),
+            "available_seats": n,
+            "timestamp": stamp(now_ms),
+        })
+    };
+    let moved: Vec<Value> = counts
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| w.counts.get(*i) != Some(*n))
+        .map(|(i, &n)| section_update(i, n))
+        .collect();
+    let all: Vec<Value> = if w.subs.values().any(|s| s.fresh) {
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| section_update(i, n))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for sub in w.subs.values_mut() {
+        let snapshot = std::mem::take(&mut sub.fresh);
+        for m in if snapshot { &all } else { &moved } {
+            if !sub.out.send(m) {
+                break;
+            }
+        }
+        // The fan's place in the waiting room.
+        if let Some(v) = seen.queue.get(&sub.user) {
+            let status = queue_status(v.state);
+            if sub.queue != Some((v.position, status)) {
+                sub.queue = Some((v.position, status));
+                let mut m = json!({
+                    "type": "queue_update",
+                    "event_id": event,
+                    "queue_position": v.position,
+                    "status": status,
+                    "estimated_wait": estimated_wait_minutes(v, 1, now_ms),
+                    "timestamp": stamp(now_ms),
+                });
+                if let EntryState::Ready {
+                    admitted_ms,
+                    until_ms,
+                } = v.state
+                {
+                    if let Ok(token) =
+                        crate::api::tokens::mint_access(ctx, sub.user, event, admitted_ms, until_ms)
+                    {
+                        m["access_token"] = json!(token);
+                        m["expires_at"] = json!(stamp(until_ms));
+                    }
+                }
+                sub.out.send(&m);
+            }
+        }
+        // The fan's holds about to lapse (once each), and those that did.
+        for &(id, owner, expires_ms) in &seen.expiring {
+            if owner == sub.user && !sub.warned.contains_key(&id) {
+                sub.warned.insert(id, false);
+                sub.out.send(&json!({
+                    "type": "reservation_expiring",
+                    "event_id": event,
+                    "reservation_id": id,
+                    "expires_in_seconds": (expires_ms - now_ms).max(0) / 1000,
+                    "expires_at": stamp(expires_ms),
+                }));
+            }
+        }
+        for (id, told) in sub.warned.iter_mut() {
+            if matches!(seen.holds.get(id), Some((_, true))) && !*told {
+                *told = true;
+                sub.out.send(&json!({
+                    "type": "reservation_expired",
+                    "event_id": event,
+                    "reservation_id": id,
+                    "timestamp": stamp(now_ms),
+                }));
+            }
+        }
+        // Forget settled holds (lapsed and told, released, bought); a lapsed
+        // hold stays known while it is still listed as due, so it is not
+        // warned about twice.
+        sub.warned.retain(|id, _| {
+            seen.holds.get(id).is_some_and(|(live, _)| *live)
+                || seen.expiring.iter().any(|e| e.0 == *id)
+        });
+    }
+    w.counts = counts;
+    w.seen_index = seen.index;
+}
+
+/// Forever: the watcher (see the module doc).
+pub async fn watcher(ctx: Arc<NodeCtx>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        ctx.realtime.look(&ctx);
+    }
+}

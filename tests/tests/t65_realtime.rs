@@ -1,0 +1,170 @@
+//! Realtime updates over the WebSocket against a 3-node cluster: a subscriber on
+//! one node sees the section's count when seats are held through another node
+//! (the whole picture first, then changes); a hold's owner is warned a minute
+//! before it lapses; a queued fan sees its place, then READY with an access token
+//! once the fan ahead leaves; bad tokens and bad messages are refused.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use boxoffice_client::{sample_event, Client, NewVenue};
+use boxoffice_tests::{s, user, ClusterOpts, TestCluster};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Holds last 64 s: a minute before expiry comes 4 s after the hold.
+const HOLD_SECONDS: u64 = 64;
+
+async fn connect(c: &TestCluster, node: u64, token: &str) -> Result<Socket> {
+    let url = format!("ws://{}/v1/realtime?token={token}", c.node(node).http_addr);
+    let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+    Ok(socket)
+}
+
+async fn send(ws: &mut Socket, v: Value) -> Result<()> {
+    ws.send(Message::Text(v.to_string().into())).await?;
+    Ok(())
+}
+
+/// The next message that `pred` accepts, within 20 s (others are skipped).
+async fn next(ws: &mut Socket, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .with_context(|| format!("no {what} in 20 s"))?;
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str())?;
+                if pred(&v) {
+                    return Ok(v);
+                }
+            }
+            Some(Ok(_)) => {}
+            other => bail!("the socket ended waiting for {what}: {other:?}"),
+        }
+    }
+}
+
+async fn event(c: &TestCluster, name: &str, queue: Option<Value>) -> Result<String> {
+    let venue = c
+        .client(1)
+        .create_venue(&NewVenue::sample(name, 2, 10), None)
+        .await?;
+    let mut spec = sample_event(name, &venue.venue_id, &["Floor"]);
+    if let Some(q) = queue {
+        spec["queue"] = q;
+    }
+    let e = c.client(2).create_event(&spec).await?;
+    c.client(3).set_event_status(&e.event_id, "ON_SALE").await?;
+    Ok(e.event_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn availability_expiry_and_queue_updates_reach_subscribers() -> Result<()> {
+    let opts = ClusterOpts {
+        extra_toml: format!(
+            "[inventory]\nhold_seconds = {HOLD_SECONDS}\n[queue]\nadmit_interval_ms = 100\n"
+        ),
+        ..ClusterOpts::default()
+    };
+    let (c, _) = TestCluster::start_ready(opts).await?;
+    let ev = event(&c, "Live Arena", None).await?;
+    let fan = user(&c.client(1), "watcher").await?;
+
+    // A bad token is refused before the upgrade; a bad message gets an error.
+    assert!(connect(&c, 1, "not-a-token").await.is_err());
+    let mut ws = connect(&c, 1, &fan).await?;
+    send(&mut ws, json!({"type": "dance"})).await?;
+    let e = next(&mut ws, "an error", |v| v["type"] == "error").await?;
+    assert_eq!(e["code"], json!("VALIDATION_FAILED"));
+
+    // Subscribed: the section's count first, then its changes.
+    send(&mut ws, json!({"type": "subscribe", "event_id": ev})).await?;
+    next(&mut ws, "subscribed", |v| v["type"] == "subscribed").await?;
+    let first = next(&mut ws, "the first count", |v| {
+        v["type"] == "availability_update"
+    })
+    .await?;
+    assert_eq!(
+        (&first["section"], &first["available_seats"]),
+        (&json!("Floor"), &json!(20))
+    );
+    let map = c.client(2).seat_map(&ev).await?;
+    let seats: Vec<String> = Client::seats_of(&map)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let held = c
+        .client(2)
+        .reserve(
+            &fan,
+            &json!({"event_id": ev, "seat_ids": seats[0..2]}),
+            None,
+        )
+        .await?;
+    let update = next(&mut ws, "18 seats", |v| {
+        v["type"] == "availability_update" && v["available_seats"] == json!(18)
+    })
+    .await?;
+    assert_eq!(update["event_id"], json!(ev));
+
+    // A minute before the hold lapses, its owner is told.
+    let warned = next(&mut ws, "reservation_expiring", |v| {
+        v["type"] == "reservation_expiring"
+    })
+    .await?;
+    assert_eq!(warned["reservation_id"], held["reservation_id"]);
+    assert!(
+        warned["expires_in_seconds"].as_i64().unwrap_or(99) <= 60,
+        "{warned}"
+    );
+
+    // The waiting room: the second fan waits, then is let in when the first leaves.
+    let room = json!({"enabled": true, "max_size": 10, "admission_per_second": 5,
+                      "max_active_shoppers": 1, "access_window_minutes": 5});
+    let queued = event(&c, "Queue Live", Some(room)).await?;
+    let first_fan = user(&c.client(2), "first-in-line").await?;
+    let second_fan = user(&c.client(3), "second-in-line").await?;
+    let n3 = c.client(3);
+    let j1 = n3
+        .join_queue(&first_fan, &json!({"event_id": queued}), Some("d1"))
+        .await?;
+    // Wait until the first fan is in before the second joins.
+    let mut ws1 = connect(&c, 2, &s(&j1["queue_token"])).await?;
+    send(&mut ws1, json!({"type": "subscribe", "event_id": queued})).await?;
+    let ready1 = next(&mut ws1, "the first fan READY", |v| {
+        v["type"] == "queue_update" && v["status"] == "READY"
+    })
+    .await?;
+    let access = s(&ready1["access_token"]);
+    assert!(!access.is_empty(), "{ready1}");
+    let j2 = n3
+        .join_queue(&second_fan, &json!({"event_id": queued}), Some("d2"))
+        .await?;
+    let mut ws2 = connect(&c, 3, &s(&j2["queue_token"])).await?;
+    send(&mut ws2, json!({"type": "subscribe", "event_id": queued})).await?;
+    let waiting = next(&mut ws2, "the second fan QUEUED", |v| {
+        v["type"] == "queue_update"
+    })
+    .await?;
+    assert_eq!(
+        (&waiting["status"], &waiting["queue_position"]),
+        (&json!("QUEUED"), &json!(1))
+    );
+    c.client(1).leave_queue(&access).await?;
+    let ready2 = next(&mut ws2, "the second fan READY", |v| {
+        v["type"] == "queue_update" && v["status"] == "READY"
+    })
+    .await?;
+    assert!(ready2["access_token"].is_string(), "{ready2}");
+
+    // Unsubscribing is answered.
+    send(&mut ws, json!({"type": "unsubscribe", "event_id": ev})).await?;
+    next(&mut ws, "unsubscribed", |v| v["type"] == "unsubscribed").await?;
+    Ok(())
+}
