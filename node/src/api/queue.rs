@@ -80,16 +80,6 @@ pub struct StatusQuery {
     queue_token: Option<String>,
 }
 
-fn status_name(s: EntryState) -> &'static str {
-    match s {
-        EntryState::Queued => "QUEUED",
-        EntryState::Ready { .. } => "READY",
-        EntryState::Expired { .. } => "EXPIRED",
-        EntryState::Left { .. } => "LEFT",
-        EntryState::Done { .. } => "COMPLETED",
-    }
-}
-
 /// Turns a refusal of the room into the spec's answer.
 pub(super) fn refusal(r: QueueRejection) -> ApiError {
     match r {
@@ -97,7 +87,7 @@ pub(super) fn refusal(r: QueueRejection) -> ApiError {
             ApiError::conflict("ALREADY_IN_QUEUE", "you are already in this event's queue")
                 .with_details(json!({
                     "queue_position": v.position,
-                    "status": status_name(v.state),
+                    "status": v.state.name(),
                 }))
         }
         QueueRejection::Full { max_size } => {
@@ -223,7 +213,7 @@ pub async fn join(
                     now,
                 ),
                 queue_size: v.size,
-                status: status_name(v.state),
+                status: v.state.name(),
                 poll_interval_seconds: poll_interval_seconds(v.position, poll_floor(&ctx)),
             }))
         }
@@ -317,7 +307,7 @@ pub async fn status(
     Ok(axum::Json(QueueStatusBody {
         queue_position: v.position,
         estimated_wait_minutes: estimated_wait_minutes(&v, configured, now),
-        status: status_name(v.state),
+        status: v.state.name(),
         access_granted: access_token.is_some(),
         queue_size: v.size,
         poll_interval_seconds: poll_interval_seconds(v.position, poll_floor(&ctx)),

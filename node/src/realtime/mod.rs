@@ -128,16 +128,6 @@ fn stamp(ms: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn queue_status(s: EntryState) -> &'static str {
-    match s {
-        EntryState::Queued => "QUEUED",
-        EntryState::Ready { .. } => "READY",
-        EntryState::Expired { .. } => "EXPIRED",
-        EntryState::Left { .. } => "LEFT",
-        EntryState::Done { .. } => "COMPLETED",
-    }
-}
-
 impl Hub {
     /// A new connection id.
     pub fn connection(&self) -> u64 {
@@ -325,7 +315,7 @@ fn tell(ctx: &NodeCtx, event: Uuid, w: &mut Watched, seen: Seen, now_ms: i64) {
         }
         // The fan's place in the waiting room.
         if let Some(v) = seen.queue.get(&sub.user) {
-            let status = queue_status(v.state);
+            let status = v.state.name();
             if sub.queue != Some((v.position, status)) {
                 sub.queue = Some((v.position, status));
                 let mut m = json!({

@@ -74,6 +74,19 @@ pub enum EntryState {
     },
 }
 
+impl EntryState {
+    /// The JSON name (`GET /v1/queue/status`, realtime `queue_update`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryState::Queued => "QUEUED",
+            EntryState::Ready { .. } => "READY",
+            EntryState::Expired { .. } => "EXPIRED",
+            EntryState::Left { .. } => "LEFT",
+            EntryState::Done { .. } => "COMPLETED",
+        }
+    }
+}
+
 /// One fan's entry (persisted under `qe{user}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueEntry {
