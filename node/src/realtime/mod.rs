@@ -386,3 +386,29 @@ pub async fn watcher(ctx: Arc<NodeCtx>) {
         ctx.realtime.look(&ctx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_kicked_not_waited_for() {
+        let (out, mut rx, kicked) = Outlet::new();
+        let msg = json!({"type": "availability_update"});
+        for _ in 0..QUEUE_DEPTH {
+            assert!(out.send(&msg));
+        }
+        assert_eq!(*kicked.borrow(), None);
+        // Full: the message is dropped at once and the connection told to close.
+        assert!(!out.send(&msg));
+        assert_eq!(*kicked.borrow(), Some(4008));
+        assert!(rx.try_recv().is_ok());
+        drop(rx);
+        assert!(!out.send(&msg), "a closed connection takes nothing");
+    }
+
+    #[test]
+    fn stamps_are_rfc3339_seconds() {
+        assert_eq!(stamp(1_767_866_400_000), "2026-01-08T10:00:00Z");
+    }
+}
