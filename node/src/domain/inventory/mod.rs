@@ -483,8 +483,13 @@ impl Inventory {
 }
 
 fn reservation_key(id: &Uuid) -> Vec<u8> {
+    id_key(RESERVATION_PREFIX, id)
+}
+
+/// The key of a record stored by id: its kind's prefix byte, then the id.
+fn id_key(prefix: u8, id: &Uuid) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
-    k.push(RESERVATION_PREFIX);
+    k.push(prefix);
     k.extend_from_slice(id.as_bytes());
     k
 }

@@ -198,10 +198,7 @@ pub fn percent_of(amount_cents: u64, bps: u32) -> u64 {
 }
 
 pub(super) fn order_key(id: &Uuid) -> Vec<u8> {
-    let mut k = Vec::with_capacity(17);
-    k.push(ORDER_PREFIX);
-    k.extend_from_slice(id.as_bytes());
-    k
+    super::id_key(ORDER_PREFIX, id)
 }
 
 impl Inventory {

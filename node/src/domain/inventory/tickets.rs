@@ -53,10 +53,7 @@ pub struct Ticket {
 }
 
 pub(super) fn ticket_key(id: &Uuid) -> Vec<u8> {
-    let mut k = Vec::with_capacity(17);
-    k.push(TICKET_PREFIX);
-    k.extend_from_slice(id.as_bytes());
-    k
+    super::id_key(TICKET_PREFIX, id)
 }
 
 /// SplitMix64's output function.

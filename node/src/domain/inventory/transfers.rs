@@ -87,10 +87,7 @@ impl Transfer {
 }
 
 pub(super) fn transfer_key(id: &Uuid) -> Vec<u8> {
-    let mut k = Vec::with_capacity(17);
-    k.push(TRANSFER_PREFIX);
-    k.extend_from_slice(id.as_bytes());
-    k
+    super::id_key(TRANSFER_PREFIX, id)
 }
 
 impl Inventory {
