@@ -2,13 +2,16 @@
 //! one node sees the section's count when seats are held through another node
 //! (the whole picture first, then changes); a hold's owner is warned a minute
 //! before it lapses; a queued fan sees its place, then READY with an access token
-//! once the fan ahead leaves; bad tokens and bad messages are refused.
+//! once the fan ahead leaves; bad tokens and bad messages are refused. On a
+//! 4-node cluster with 3 replicas per event, a node outside the event's group
+//! streams it from a member, and keeps its subscribers updated when that member
+//! is killed.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use boxoffice_client::{sample_event, Client, NewVenue};
-use boxoffice_tests::{s, user, ClusterOpts, TestCluster};
+use boxoffice_tests::{prometheus_value, s, user, wait_for, ClusterOpts, TestCluster};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -166,5 +169,87 @@ async fn availability_expiry_and_queue_updates_reach_subscribers() -> Result<()>
     // Unsubscribing is answered.
     send(&mut ws, json!({"type": "unsubscribe", "event_id": ev})).await?;
     next(&mut ws, "unsubscribed", |v| v["type"] == "unsubscribed").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_the_group_streams_it_and_survives_its_source_dying() -> Result<()> {
+    let opts = ClusterOpts {
+        nodes: 4,
+        replication_factor: 3,
+        ..ClusterOpts::default()
+    };
+    let (mut c, _) = TestCluster::start_ready(opts).await?;
+    let venue = c
+        .client(1)
+        .create_venue(&NewVenue::sample("Far Arena", 2, 10), None)
+        .await?;
+    let created = c
+        .client(2)
+        .create_event(&sample_event("Far Show", &venue.venue_id, &["Floor"]))
+        .await?;
+    let ev = created.event_id.clone();
+    c.client(3).set_event_status(&ev, "ON_SALE").await?;
+    let members = created.replicas.clone();
+    let outsider = c
+        .ids()
+        .into_iter()
+        .find(|id| !members.contains(id))
+        .context("a node outside the event's group")?;
+    let fan = user(&c.client(outsider), "far-watcher").await?;
+
+    // Subscribed on the outsider: the whole picture, then a hold made elsewhere.
+    let mut ws = connect(&c, outsider, &fan).await?;
+    send(&mut ws, json!({"type": "subscribe", "event_id": ev})).await?;
+    next(&mut ws, "subscribed", |v| v["type"] == "subscribed").await?;
+    let first = next(&mut ws, "the first count", |v| {
+        v["type"] == "availability_update"
+    })
+    .await?;
+    assert_eq!(first["available_seats"], json!(20), "{first}");
+    let map = c.client(members[0]).seat_map(&ev).await?;
+    let seats: Vec<String> = Client::seats_of(&map)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    c.client(members[0])
+        .reserve(
+            &fan,
+            &json!({"event_id": ev, "seat_ids": seats[0..2]}),
+            None,
+        )
+        .await?;
+    next(&mut ws, "18 seats", |v| {
+        v["type"] == "availability_update" && v["available_seats"] == json!(18)
+    })
+    .await?;
+
+    // The member the outsider streams from dies; the stream moves to another.
+    let series = format!("boxoffice_realtime_feed_source{{event_id=\"{ev}\"}}");
+    let metrics = c.client(outsider).metrics().await?;
+    let source = prometheus_value(&metrics, &series).context("the feed's source")? as u64;
+    assert!(members.contains(&source), "source {source} of {members:?}");
+    c.kill(source)?;
+    let live = *members
+        .iter()
+        .find(|m| **m != source)
+        .context("a live member")?;
+    c.client(live)
+        .reserve(
+            &fan,
+            &json!({"event_id": ev, "seat_ids": seats[2..4]}),
+            None,
+        )
+        .await?;
+    next(&mut ws, "16 seats after the source died", |v| {
+        v["type"] == "availability_update" && v["available_seats"] == json!(16)
+    })
+    .await?;
+    let now_from = wait_for(Duration::from_secs(10), "the feed to move", || async {
+        let m = c.client(outsider).metrics().await?;
+        Ok(prometheus_value(&m, &series).filter(|s| *s as u64 != source))
+    })
+    .await?;
+    assert!(members.contains(&(now_from as u64)), "{now_from}");
     Ok(())
 }

@@ -5,7 +5,7 @@
 use boxoffice_proto::peer::{
     forward_reply::Outcome, query_reply, read_index_reply, ForwardReply, ForwardRequest,
     HelloReply, HelloRequest, NotLeader, QueryReply, QueryRequest, RaftReply, RaftRequest,
-    ReadIndexReply, ReadIndexRequest,
+    ReadIndexReply, ReadIndexRequest, WatchRequest,
 };
 use boxoffice_proto::Peer;
 use serde::Serialize;
@@ -79,6 +79,27 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
 
 #[tonic::async_trait]
 impl Peer for PeerService {
+    type WatchStream = crate::realtime::feed::Frames;
+
+    async fn watch(
+        &self,
+        req: Request<tonic::Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let mut incoming = req.into_inner();
+        let first = incoming
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("a watch starts with its interest"))?;
+        let group = self.group(&first.cluster, first.group_id)?;
+        let interest = decode(&first.interest)?;
+        Ok(Response::new(crate::realtime::feed::serve(
+            self.groups.clone(),
+            group,
+            interest,
+            incoming,
+        )))
+    }
+
     async fn append_entries(
         &self,
         req: Request<RaftRequest>,

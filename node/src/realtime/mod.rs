@@ -13,21 +13,29 @@
 //!
 //! Each connection has a bounded queue; a subscriber that falls behind is
 //! dropped (the connection closes with 4008) instead of slowing anyone else.
+//!
+//! [`facts`] is the read of a group both paths share; for an event whose group
+//! this node does not replicate, [`feed`] streams those facts from a member.
 
+pub mod facts;
+pub mod feed;
 pub mod ws;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use chrono::{SecondsFormat, TimeZone, Utc};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use self::facts::{Facts, Interest};
+use self::feed::Feed;
 use crate::domain::inventory::queue::estimated_wait_minutes;
-use crate::domain::inventory::{EntryState, QueueView, ReservationStatus};
+use crate::domain::inventory::EntryState;
 use crate::raft::GroupId;
 use crate::server::NodeCtx;
 
@@ -41,14 +49,18 @@ pub const WARN_BEFORE_MS: i64 = 60_000;
 /// One connection's way out.
 #[derive(Clone)]
 pub struct Outlet {
-    tx: mpsc::Sender<String>,
+    tx: mpsc::Sender<Utf8Bytes>,
     /// Set to a close code when the connection must end (it fell behind).
     kick: Arc<watch::Sender<Option<u16>>>,
 }
 
 impl Outlet {
     /// A connection's outlet, its message queue and its kick signal.
-    pub fn new() -> (Self, mpsc::Receiver<String>, watch::Receiver<Option<u16>>) {
+    pub fn new() -> (
+        Self,
+        mpsc::Receiver<Utf8Bytes>,
+        watch::Receiver<Option<u16>>,
+    ) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (kick, kicked) = watch::channel(None);
         (
@@ -61,9 +73,10 @@ impl Outlet {
         )
     }
 
-    /// Queues a message; false (and the connection kicked) if it is full.
-    fn send(&self, msg: &Value) -> bool {
-        match self.tx.try_send(msg.to_string()) {
+    /// Queues a message (serialized once, shared by every subscriber it goes
+    /// to); false (and the connection kicked) if the queue is full.
+    fn send(&self, msg: &Utf8Bytes) -> bool {
+        match self.tx.try_send(msg.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics::counter!("boxoffice_realtime_dropped_total").increment(1);
@@ -72,6 +85,10 @@ impl Outlet {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    fn send_json(&self, msg: &Value) -> bool {
+        self.send(&Utf8Bytes::from(msg.to_string()))
     }
 }
 
@@ -94,6 +111,26 @@ struct Watched {
     seen_index: Option<u64>,
     counts: Vec<u32>,
     subs: HashMap<u64, Sub>,
+    /// The stream from a member, while this node does not replicate the group.
+    feed: Option<Feed>,
+    /// The latest facts the feed brought.
+    remote: Option<Facts>,
+}
+
+impl Watched {
+    /// The fans and warned holds of this node's subscribers.
+    fn interest(&self) -> Interest {
+        let users: BTreeSet<Uuid> = self.subs.values().map(|s| s.user).collect();
+        let holds: BTreeSet<Uuid> = self
+            .subs
+            .values()
+            .flat_map(|s| s.warned.keys().copied())
+            .collect();
+        Interest {
+            users: users.into_iter().collect(),
+            holds: holds.into_iter().collect(),
+        }
+    }
 }
 
 /// The node's subscriptions.
@@ -114,13 +151,6 @@ pub struct Subscription {
     pub out: Outlet,
 }
 
-/// Why a subscription was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum SubscribeError {
-    #[error("this node does not replicate the event's group yet; connect to a node that does")]
-    NotReplicated,
-}
-
 fn stamp(ms: i64) -> String {
     Utc.timestamp_millis_opt(ms)
         .single()
@@ -139,8 +169,8 @@ impl Hub {
     }
 
     /// Subscribes a connection to an event; the next look sends it the current
-    /// state. Refused if this node does not replicate the event's group.
-    pub fn subscribe(&self, ctx: &NodeCtx, s: Subscription) -> Result<(), SubscribeError> {
+    /// state (from this node's replica of the group, or from a member's feed).
+    pub fn subscribe(&self, s: Subscription) {
         let Subscription {
             conn,
             user,
@@ -149,9 +179,6 @@ impl Hub {
             sections,
             out,
         } = s;
-        if ctx.groups.get(group).is_none() {
-            return Err(SubscribeError::NotReplicated);
-        }
         self.with(|events| {
             let w = events.entry(event).or_insert_with(|| Watched {
                 group,
@@ -159,6 +186,8 @@ impl Hub {
                 seen_index: None,
                 counts: Vec::new(),
                 subs: HashMap::new(),
+                feed: None,
+                remote: None,
             });
             w.subs.insert(
                 conn,
@@ -172,7 +201,6 @@ impl Hub {
             );
         });
         metrics::gauge!("boxoffice_realtime_subscriptions").increment(1.0);
-        Ok(())
     }
 
     /// Ends one subscription (or none).
@@ -197,63 +225,43 @@ impl Hub {
         }
     }
 
-    /// One look at every watched event. The group's state is read briefly (into
-    /// a [`Seen`]) without the hub's lock, and the messages are made and queued
-    /// without the state's lock: apply never waits on subscribers.
-    fn look(&self, ctx: &NodeCtx) {
+    /// One look at every watched event. A group this node replicates is read
+    /// briefly (into [`Facts`]) without the hub's lock, and the messages are made
+    /// and queued without the state's lock: apply never waits on subscribers.
+    /// For the other groups the look keeps each one's [`Feed`] running and up to
+    /// date with what its subscribers care about, and tells new subscribers the
+    /// latest facts it brought.
+    fn look(&self, ctx: &Arc<NodeCtx>) {
         let now = Utc::now().timestamp_millis();
-        type Plan = (Uuid, GroupId, Option<u64>, Vec<Uuid>, Vec<Uuid>);
-        let watched: Vec<Plan> = self.with(|events| {
+        let watched: Vec<(Uuid, GroupId, Option<u64>, Interest)> = self.with(|events| {
             events
                 .iter()
-                .map(|(e, w)| {
-                    let users = w.subs.values().map(|s| s.user).collect();
-                    let warned = w
-                        .subs
-                        .values()
-                        .flat_map(|s| s.warned.keys().copied())
-                        .collect();
-                    (*e, w.group, w.seen_index, users, warned)
-                })
+                .map(|(e, w)| (*e, w.group, w.seen_index, w.interest()))
                 .collect()
         });
-        for (event, group, seen_index, users, warned) in watched {
+        for (event, group, seen_index, interest) in watched {
             let Some(g) = ctx.groups.get(group) else {
+                self.with(|events| {
+                    if let Some(w) = events.get_mut(&event) {
+                        match &w.feed {
+                            Some(feed) => feed.want(interest),
+                            None => w.feed = Some(Feed::start(ctx.clone(), event, group, interest)),
+                        }
+                        if let Some(f) = w.remote.clone() {
+                            tell(ctx, event, w, f, now);
+                        }
+                    }
+                });
                 continue;
             };
-            let seen = {
-                let st = g.state.read();
-                let Some(inv) = st.machine.inventory() else {
-                    continue;
-                };
-                let index = st.last_applied.map(|l| l.index);
-                let clock = st.machine.clock_ms();
-                Seen {
-                    counts: (index != seen_index)
-                        .then(|| inv.available_by_section(clock).unwrap_or_default()),
-                    index,
-                    queue: users
-                        .iter()
-                        .filter_map(|u| Some((*u, inv.waiting_room().entry_of(u, clock)?)))
-                        .collect(),
-                    expiring: inv
-                        .holds_expiring_by(now.saturating_add(WARN_BEFORE_MS))
-                        .map(|r| (r.reservation_id, r.user_id, r.expires_ms))
-                        .collect(),
-                    holds: warned
-                        .iter()
-                        .filter_map(|id| {
-                            let r = inv.reservation(id)?;
-                            let active = r.status == ReservationStatus::Active;
-                            let lapsed = r.status == ReservationStatus::Expired
-                                || (active && r.expires_ms <= clock);
-                            Some((*id, (active && !lapsed, lapsed)))
-                        })
-                        .collect(),
-                }
+            let Some(seen) = facts::read(&g, seen_index, &interest, now) else {
+                continue;
             };
             self.with(|events| {
                 if let Some(w) = events.get_mut(&event) {
+                    // Replicated here now (placement moved the group): no feed.
+                    w.feed = None;
+                    w.remote = None;
                     tell(ctx, event, w, seen, now);
                 }
             });
@@ -265,39 +273,48 @@ impl Hub {
             events.retain(|_, w| !w.subs.is_empty());
         });
     }
-}
 
-/// What one look read from a group.
-struct Seen {
-    /// Seats available per section, if the group applied something new.
-    counts: Option<Vec<u32>>,
-    index: Option<u64>,
-    queue: HashMap<Uuid, QueueView>,
-    /// Live holds due within the warning time: (hold, holder, expiry).
-    expiring: Vec<(Uuid, Uuid, i64)>,
-    /// Warned holds: (still live, lapsed).
-    holds: HashMap<Uuid, (bool, bool)>,
+    /// A frame from a member's feed: told to the event's subscribers at once.
+    fn on_frame(&self, ctx: &NodeCtx, event: Uuid, facts: Facts) {
+        let now = Utc::now().timestamp_millis();
+        self.with(|events| {
+            if let Some(w) = events.get_mut(&event) {
+                w.remote = Some(facts.clone());
+                tell(ctx, event, w, facts, now);
+            }
+        });
+    }
 }
 
 /// Sends what changed in one event to its subscribers.
-fn tell(ctx: &NodeCtx, event: Uuid, w: &mut Watched, seen: Seen, now_ms: i64) {
-    let counts = seen.counts.unwrap_or_else(|| w.counts.clone());
+///
+/// Section counts go out as `availability_update` with two extensions of the
+/// spec's message: `applied_index`, the group's log index the count is true at
+/// (a client can order updates by it), and `applied_at_ms`, the leader's stamp
+/// (Unix ms) of that entry: the newest change the count reflects.
+fn tell(ctx: &NodeCtx, event: Uuid, w: &mut Watched, seen: Facts, now_ms: i64) {
+    let counts = seen.counts.clone().unwrap_or_else(|| w.counts.clone());
     let section_update = |i: usize, n: u32| {
-        json!({
-            "type": "availability_update",
-            "event_id": event,
-            "section": w.sections.get(i).cloned().unwrap_or_default(),
-            "available_seats": n,
-            "timestamp": stamp(now_ms),
-        })
+        Utf8Bytes::from(
+            json!({
+                "type": "availability_update",
+                "event_id": event,
+                "section": w.sections.get(i).cloned().unwrap_or_default(),
+                "available_seats": n,
+                "timestamp": stamp(now_ms),
+                "applied_index": seen.index,
+                "applied_at_ms": seen.clock_ms,
+            })
+            .to_string(),
+        )
     };
-    let moved: Vec<Value> = counts
+    let moved: Vec<Utf8Bytes> = counts
         .iter()
         .enumerate()
         .filter(|(i, n)| w.counts.get(*i) != Some(*n))
         .map(|(i, &n)| section_update(i, n))
         .collect();
-    let all: Vec<Value> = if w.subs.values().any(|s| s.fresh) {
+    let all: Vec<Utf8Bytes> = if w.subs.values().any(|s| s.fresh) {
         counts
             .iter()
             .enumerate()
@@ -338,14 +355,14 @@ fn tell(ctx: &NodeCtx, event: Uuid, w: &mut Watched, seen: Seen, now_ms: i64) {
                         m["expires_at"] = json!(stamp(until_ms));
                     }
                 }
-                sub.out.send(&m);
+                sub.out.send_json(&m);
             }
         }
         // The fan's holds about to lapse (once each), and those that did.
         for &(id, owner, expires_ms) in &seen.expiring {
             if owner == sub.user && !sub.warned.contains_key(&id) {
                 sub.warned.insert(id, false);
-                sub.out.send(&json!({
+                sub.out.send_json(&json!({
                     "type": "reservation_expiring",
                     "event_id": event,
                     "reservation_id": id,
@@ -357,7 +374,7 @@ fn tell(ctx: &NodeCtx, event: Uuid, w: &mut Watched, seen: Seen, now_ms: i64) {
         for (id, told) in sub.warned.iter_mut() {
             if matches!(seen.holds.get(id), Some((_, true))) && !*told {
                 *told = true;
-                sub.out.send(&json!({
+                sub.out.send_json(&json!({
                     "type": "reservation_expired",
                     "event_id": event,
                     "reservation_id": id,
@@ -394,7 +411,7 @@ mod tests {
     #[test]
     fn a_subscriber_that_falls_behind_is_kicked_not_waited_for() {
         let (out, mut rx, kicked) = Outlet::new();
-        let msg = json!({"type": "availability_update"});
+        let msg = Utf8Bytes::from(json!({"type": "availability_update"}).to_string());
         for _ in 0..QUEUE_DEPTH {
             assert!(out.send(&msg));
         }

@@ -83,7 +83,7 @@ async fn serve(ctx: AppState, socket: WebSocket, user: Uuid, expires_in: Duratio
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(text) => {
-                    if sink.send(Message::Text(text.into())).await.is_err() {
+                    if sink.send(Message::Text(text)).await.is_err() {
                         break None;
                     }
                 }
@@ -174,13 +174,9 @@ async fn handle(
                 sections,
                 out: out.clone(),
             };
-            match ctx.realtime.subscribe(ctx, subscription) {
-                Ok(()) => {
-                    subscribed.insert(event_id);
-                    json!({"type": "subscribed", "event_id": event_id})
-                }
-                Err(e) => error("NOT_REPLICATED", e.to_string()),
-            }
+            ctx.realtime.subscribe(subscription);
+            subscribed.insert(event_id);
+            json!({"type": "subscribed", "event_id": event_id})
         }
         ClientMessage::Unsubscribe { event_id } => {
             subscribed.remove(&event_id);

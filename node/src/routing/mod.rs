@@ -166,7 +166,7 @@ impl Router {
     }
 
     /// A node's peer address: from the catalog's node records, else the config.
-    fn addr_of(&self, node: NodeId) -> Option<String> {
+    pub fn addr_of(&self, node: NodeId) -> Option<String> {
         if let Some(catalog) = self.groups.get(GroupId::CATALOG) {
             let st = catalog.state.read();
             if let Some(n) = st.machine.catalog().and_then(|c| c.nodes().get(&node)) {
@@ -183,7 +183,7 @@ impl Router {
     }
 
     /// The members of an event group, from the local catalog.
-    fn members(&self, group: GroupId) -> Option<Vec<NodeId>> {
+    pub fn members(&self, group: GroupId) -> Option<Vec<NodeId>> {
         let catalog = self.groups.get(GroupId::CATALOG)?;
         let st = catalog.state.read();
         st.machine
