@@ -137,6 +137,11 @@ impl Boxoffice {
         })
     }
 
+    /// The event the run holds seats of.
+    pub fn event(&self) -> &str {
+        &self.event
+    }
+
     fn pair(&self, p: usize) -> [&str; 2] {
         [&self.seat_ids[2 * p], &self.seat_ids[2 * p + 1]]
     }

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use boxoffice_client::bench_targets::{Boxoffice, Etcd, Postgres, Target};
-use boxoffice_client::{bench, bench_holds, bench_load, bench_queue, Client, NewVenue};
+use boxoffice_client::{
+    bench, bench_holds, bench_load, bench_queue, bench_realtime, Client, NewVenue,
+};
 
 /// mimalloc instead of glibc malloc: allocation-heavy request paths (HTTP, JSON, gRPC)
 /// spent ~20% of their CPU in glibc's malloc/free.
@@ -142,6 +144,26 @@ enum BenchCmd {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// WebSocket subscribers on one event across every node during the holds
+    /// storm: delivery latency, node memory per connection, and hold throughput
+    /// against the same storm with nobody watching.
+    Realtime {
+        #[arg(long, value_delimiter = ',')]
+        urls: Vec<String>,
+        #[arg(long, default_value_t = 10_000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 20_000)]
+        seats: u32,
+        /// Clients of the holds storm.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Time limit of each storm, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// The cluster's per-user ticket limit (inventory.max_tickets_per_user).
+        #[arg(long, default_value_t = 8)]
+        max_tickets: u32,
+    },
     /// Open-loop holds stepped from half to three times the measured capacity;
     /// goodput, served p99, and how fast the excess is refused.
     Overload {
@@ -180,6 +202,20 @@ enum HoldsTarget {
     Boxoffice,
     Postgres,
     Etcd,
+}
+
+/// Registers the users a holds storm needs: enough to hold every pair within the
+/// per-user limit, plus one per client so none waits; their session tokens.
+async fn storm_users(
+    pool: &[Client],
+    seats: u32,
+    clients: usize,
+    holds_per_user: u32,
+) -> anyhow::Result<Vec<String>> {
+    let users = (seats / 2).div_ceil(holds_per_user) as usize + clients;
+    println!("registering {users} users ...");
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    bench_holds::register_users(pool, users, &tag[..8]).await
 }
 
 #[tokio::main]
@@ -279,14 +315,9 @@ async fn main() -> anyhow::Result<()> {
             let mut tokens = Vec::new();
             let mut pool = None;
             if *target == HoldsTarget::Boxoffice {
-                let key = admin_key()?;
                 let most = clients.iter().copied().max().unwrap_or(1);
-                // Enough users to hold every pair, plus one per client so none waits.
-                let users = (*seats / 2).div_ceil(holds_per_user) as usize + most;
-                println!("registering {users} users ...");
-                let p = bench::clients(&urls, &key)?;
-                let tag = uuid::Uuid::new_v4().simple().to_string();
-                tokens = bench_holds::register_users(&p, users, &tag[..8]).await?;
+                let p = bench::clients(&urls, &admin_key()?)?;
+                tokens = storm_users(&p, *seats, most, holds_per_user).await?;
                 pool = Some(p);
             }
             let mut reports = Vec::new();
@@ -323,6 +354,34 @@ async fn main() -> anyhow::Result<()> {
                 "correctness: no pair acknowledged twice; every acknowledged hold owns its seats and nothing else is held{}",
                 if *target == HoldsTarget::Boxoffice { " (ACTIVE, and RESERVED on every node)" } else { "" }
             );
+        }
+        Cmd::Bench(BenchCmd::Realtime {
+            urls,
+            subscribers,
+            seats,
+            clients,
+            seconds,
+            max_tickets,
+        }) => {
+            let urls = or_default(urls, &cli.url);
+            let holds_per_user = (*max_tickets / 2).max(1);
+            let pool = bench::clients(&urls, &admin_key()?)?;
+            let tokens = storm_users(&pool, *seats, *clients, holds_per_user).await?;
+            let opts = bench_realtime::RealtimeOptions {
+                subscribers: *subscribers,
+                holds: bench_holds::HoldsOptions {
+                    seats: *seats,
+                    clients: *clients,
+                    limit: Duration::from_secs(*seconds),
+                },
+            };
+            let report =
+                bench_realtime::realtime(pool, &urls, &tokens, holds_per_user, opts, true).await?;
+            println!(
+                "realtime: {subscribers} subscribers on one event of {seats} seats, holds storm of {clients} clients, against {}",
+                urls.join(", ")
+            );
+            print!("{}", bench_realtime::table(&report));
         }
         Cmd::Bench(BenchCmd::Mixed {
             urls,

@@ -43,6 +43,8 @@ pub struct ClusterConfig {
     pub orders: OrdersConfig,
     #[serde(default)]
     pub payments: PaymentsConfig,
+    #[serde(default)]
+    pub realtime: RealtimeConfig,
     /// Directory of the file this was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -179,6 +181,30 @@ impl Default for QueueConfig {
         Self {
             max_entries_per_device: 4,
             admit_interval_ms: 250,
+        }
+    }
+}
+
+/// Realtime updates over the WebSocket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RealtimeConfig {
+    /// Section counts (`availability_update`) one node sends per second for one
+    /// event across all its subscribers, at most: past `fanout_per_second / 4`
+    /// subscribers on a node, each gets fewer than four updates a second, still
+    /// ending on the true count. Bounds what a popular event costs a node.
+    pub fanout_per_second: u32,
+    /// Threads serving the WebSocket connections, apart from the node's request
+    /// and Raft work and at a lower CPU priority: a crowd of subscribers takes
+    /// spare CPU first.
+    pub threads: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self {
+            fanout_per_second: 5_000,
+            threads: 1,
         }
     }
 }
@@ -430,6 +456,11 @@ impl ClusterConfig {
         if inv.sweep_interval_ms == 0 {
             return bad("inventory.sweep_interval_ms must be at least 1".into());
         }
+        if self.realtime.fanout_per_second == 0 || self.realtime.threads == 0 {
+            return bad(
+                "realtime.fanout_per_second and realtime.threads must be at least 1".into(),
+            );
+        }
         if self.queue.max_entries_per_device == 0 || self.queue.admit_interval_ms == 0 {
             return bad(
                 "queue.max_entries_per_device and queue.admit_interval_ms must be at least 1"
@@ -578,6 +609,9 @@ mod tests {
         );
         let err = ClusterConfig::parse(&format!("bogus = 1\n{BASE}"), Path::new(".")).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+        let idle = format!("{BASE}\n[realtime]\nthreads = 0\n");
+        let err = ClusterConfig::parse(&idle, Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("realtime.threads"), "{err}");
     }
 
     #[test]

@@ -62,6 +62,14 @@ pub async fn health(State(ctx): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// The node's resident memory (Linux: `VmRSS` of `/proc/self/status`).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// `GET /metrics`: Prometheus text, per-group Raft gauges sampled now, plus the
 /// request metrics.
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "node",
@@ -93,6 +101,9 @@ pub async fn metrics(State(ctx): State<AppState>) -> impl IntoResponse {
             "boxoffice_raft_snapshot_index",
             m.snapshot.map_or(0, |l| l.index) as f64,
         );
+    }
+    if let Some(bytes) = resident_bytes() {
+        metrics::gauge!("boxoffice_process_resident_bytes").set(bytes as f64);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

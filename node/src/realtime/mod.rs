@@ -46,6 +46,47 @@ pub const QUEUE_DEPTH: usize = 256;
 /// How long before a hold's expiry its holder is warned.
 pub const WARN_BEFORE_MS: i64 = 60_000;
 
+/// The nice value of the connection threads (the node's own threads run at 0).
+const CONNECTION_NICE: libc::c_int = 10;
+
+/// The runtime WebSocket connections run on: `threads` threads of its own, at a
+/// lower CPU priority than the node's request and Raft work, so that sending to
+/// a crowd of subscribers neither queues ahead of holds in the node's runtime nor
+/// takes CPU they need. The first call builds it (for the process's life); if it
+/// cannot be built, connections share the node's runtime.
+pub fn connection_runtime(threads: usize) -> tokio::runtime::Handle {
+    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    let built = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("realtime")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::warn!("no realtime runtime ({e}); connections share the node's"))
+            .ok()
+    });
+    built
+        .as_ref()
+        .map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone())
+}
+
+/// Lowers the calling thread's CPU priority (Linux: nice is per thread).
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, CONNECTION_NICE)
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "realtime thread keeps its priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// One connection's way out.
 #[derive(Clone)]
 pub struct Outlet {
@@ -109,7 +150,11 @@ struct Watched {
     group: GroupId,
     sections: Vec<String>,
     seen_index: Option<u64>,
+    /// Seats available per section as last read.
     counts: Vec<u32>,
+    /// The counts last sent to every subscriber, and when.
+    sent: Vec<u32>,
+    sent_ms: i64,
     subs: HashMap<u64, Sub>,
     /// The stream from a member, while this node does not replicate the group.
     feed: Option<Feed>,
@@ -185,6 +230,8 @@ impl Hub {
                 sections,
                 seen_index: None,
                 counts: Vec::new(),
+                sent: Vec::new(),
+                sent_ms: 0,
                 subs: HashMap::new(),
                 feed: None,
                 remote: None,
@@ -292,6 +339,10 @@ impl Hub {
 /// spec's message: `applied_index`, the group's log index the count is true at
 /// (a client can order updates by it), and `applied_at_ms`, the leader's stamp
 /// (Unix ms) of that entry: the newest change the count reflects.
+///
+/// Changed counts go out at most as often as `realtime.fanout_per_second` allows
+/// for this many subscribers (at most every [`TICK`] anyway); held back, they go
+/// with a later look, so every subscriber still ends on the true count.
 fn tell(ctx: &NodeCtx, event: Uuid, w: &mut Watched, seen: Facts, now_ms: i64) {
     let counts = seen.counts.clone().unwrap_or_else(|| w.counts.clone());
     let section_update = |i: usize, n: u32| {
@@ -308,12 +359,23 @@ fn tell(ctx: &NodeCtx, event: Uuid, w: &mut Watched, seen: Facts, now_ms: i64) {
             .to_string(),
         )
     };
-    let moved: Vec<Utf8Bytes> = counts
+    let changed: Vec<(usize, u32)> = counts
         .iter()
         .enumerate()
-        .filter(|(i, n)| w.counts.get(*i) != Some(*n))
-        .map(|(i, &n)| section_update(i, n))
+        .filter(|(i, n)| w.sent.get(*i) != Some(*n))
+        .map(|(i, &n)| (i, n))
         .collect();
+    let send_changed = !changed.is_empty()
+        && paced_due(
+            w.subs.len() * changed.len(),
+            ctx.config.realtime.fanout_per_second,
+            now_ms - w.sent_ms,
+        );
+    let moved: Vec<Utf8Bytes> = if send_changed {
+        changed.iter().map(|&(i, n)| section_update(i, n)).collect()
+    } else {
+        Vec::new()
+    };
     let all: Vec<Utf8Bytes> = if w.subs.values().any(|s| s.fresh) {
         counts
             .iter()
@@ -390,8 +452,19 @@ fn tell(ctx: &NodeCtx, event: Uuid, w: &mut Watched, seen: Facts, now_ms: i64) {
                 || seen.expiring.iter().any(|e| e.0 == *id)
         });
     }
+    if send_changed {
+        w.sent = counts.clone();
+        w.sent_ms = now_ms;
+    }
     w.counts = counts;
     w.seen_index = seen.index;
+}
+
+/// Whether `messages` (subscribers × changed sections) may go out now, the last
+/// send `since_ms` ago, under a budget of `fanout_per_second` messages a second.
+fn paced_due(messages: usize, fanout_per_second: u32, since_ms: i64) -> bool {
+    let wait_ms = messages as i64 * 1000 / i64::from(fanout_per_second.max(1));
+    since_ms >= wait_ms
 }
 
 /// Forever: the watcher (see the module doc).
@@ -422,6 +495,19 @@ mod tests {
         assert!(rx.try_recv().is_ok());
         drop(rx);
         assert!(!out.send(&msg), "a closed connection takes nothing");
+    }
+
+    #[test]
+    fn a_crowd_is_paced_to_the_fanout_budget() {
+        // 1,000 subscribers under 5,000 a second: every look (250 ms) may send.
+        assert!(paced_due(1_000, 5_000, 250));
+        // 3,333 subscribers: one send per 666 ms.
+        assert!(!paced_due(3_333, 5_000, 500));
+        assert!(paced_due(3_333, 5_000, 750));
+        // Two changed sections count twice.
+        assert!(!paced_due(2 * 3_333, 5_000, 750));
+        // A zero budget is refused by the config; here it cannot divide by zero.
+        assert!(paced_due(1, 0, 1_000));
     }
 
     #[test]

@@ -30,6 +30,13 @@ pub const MAX_SUBSCRIPTIONS: usize = 20;
 pub const PING_EVERY: Duration = Duration::from_secs(20);
 /// How long a connection may stay silent (no message, no pong).
 pub const IDLE_AFTER: Duration = Duration::from_secs(75);
+/// Largest message a client may send (subscribe and unsubscribe are tiny).
+const MAX_CLIENT_MESSAGE: usize = 4 << 10;
+/// Socket buffers per connection: messages are small, and tens of thousands of
+/// connections per node must not cost the library's 128 KiB defaults each.
+const BUFFER_BYTES: usize = 4 << 10;
+/// Queued messages written out before one flush.
+const FLUSH_EVERY: usize = 64;
 
 /// `GET /v1/realtime` query.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -64,11 +71,28 @@ pub async fn connect(
     let expires_in = Duration::from_secs(
         u64::try_from(claims.exp - chrono::Utc::now().timestamp()).unwrap_or(0),
     );
-    Ok(upgrade.on_upgrade(move |socket| serve(ctx, socket, claims.sub, expires_in)))
+    Ok(upgrade
+        .read_buffer_size(BUFFER_BYTES)
+        .write_buffer_size(BUFFER_BYTES)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            // The connection runs apart ([`super::connection_runtime`]); lookups
+            // that may route to other nodes come back to the node's runtime.
+            let node = tokio::runtime::Handle::current();
+            let runtime = super::connection_runtime(ctx.config.realtime.threads);
+            runtime.spawn(serve(ctx, node, socket, claims.sub, expires_in));
+        }))
 }
 
 /// One connection, until it closes.
-async fn serve(ctx: AppState, socket: WebSocket, user: Uuid, expires_in: Duration) {
+async fn serve(
+    ctx: AppState,
+    node: tokio::runtime::Handle,
+    socket: WebSocket,
+    user: Uuid,
+    expires_in: Duration,
+) {
     let conn = ctx.realtime.connection();
     let (out, mut rx, mut kicked) = Outlet::new();
     let (mut sink, mut stream) = socket.split();
@@ -83,7 +107,16 @@ async fn serve(ctx: AppState, socket: WebSocket, user: Uuid, expires_in: Duratio
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(text) => {
-                    if sink.send(Message::Text(text)).await.is_err() {
+                    // Whatever else is queued goes out with it, in one flush.
+                    let mut batch = vec![text];
+                    while batch.len() < FLUSH_EVERY {
+                        match rx.try_recv() {
+                            Ok(t) => batch.push(t),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut out = futures::stream::iter(batch.into_iter().map(|t| Ok(Message::Text(t))));
+                    if sink.send_all(&mut out).await.is_err() {
                         break None;
                     }
                 }
@@ -106,7 +139,7 @@ async fn serve(ctx: AppState, socket: WebSocket, user: Uuid, expires_in: Duratio
                 last_heard = Instant::now();
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
-                        let answer = handle(&ctx, conn, user, &out, &mut subscribed, text.as_str()).await;
+                        let answer = handle(&ctx, &node, conn, user, &out, &mut subscribed, text.as_str()).await;
                         if sink.send(Message::Text(answer.to_string().into())).await.is_err() {
                             break None;
                         }
@@ -131,6 +164,7 @@ async fn serve(ctx: AppState, socket: WebSocket, user: Uuid, expires_in: Duratio
 /// Answers one client message.
 async fn handle(
     ctx: &AppState,
+    node: &tokio::runtime::Handle,
     conn: u64,
     user: Uuid,
     out: &Outlet,
@@ -156,9 +190,14 @@ async fn handle(
                     format!("at most {MAX_SUBSCRIPTIONS} events per connection"),
                 );
             }
-            let info = match ctx.event_info(&event_id).await {
-                Ok(info) => info,
-                Err(e) => return error(e.code, e.message),
+            let lookup = {
+                let ctx = ctx.clone();
+                node.spawn(async move { ctx.event_info(&event_id).await })
+            };
+            let info = match lookup.await {
+                Ok(Ok(info)) => info,
+                Ok(Err(e)) => return error(e.code, e.message),
+                Err(e) => return error("INTERNAL", format!("lookup failed: {e}")),
             };
             let sections = info
                 .layout
