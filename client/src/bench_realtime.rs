@@ -18,7 +18,8 @@
 //! - a check: after the storm every subscriber's last count equals the seat map's.
 //!
 //! Subscribers use the storm's users' session tokens in turn (fans watch the
-//! event they buy from).
+//! event they buy from). The storm's events have one section, so a subscriber's
+//! last count is the event's.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,6 +78,8 @@ struct Shared {
     /// queueing on one lock.
     shards: Vec<Mutex<(Histogram<u64>, Histogram<u64>)>>,
     connected: AtomicUsize,
+    /// Connections that ended after their first count.
+    lost: AtomicUsize,
     dropped: AtomicU64,
     updates: AtomicU64,
     /// Each subscriber's last count (u64::MAX before the first).
@@ -155,6 +158,9 @@ async fn subscribe(url: String, event: String, i: usize, shared: Arc<Shared>) {
         let _ = shard.0.record(ms(at));
         let _ = shard.1.record(ms(before));
     }
+    if previous.is_some() {
+        shared.lost.fetch_add(1, Ordering::Relaxed);
+    }
     shared.dropped.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -189,6 +195,7 @@ pub async fn realtime(
             .map(|_| Mutex::new((histogram(), histogram())))
             .collect(),
         connected: AtomicUsize::new(0),
+        lost: AtomicUsize::new(0),
         dropped: AtomicU64::new(0),
         updates: AtomicU64::new(0),
         last: (0..n).map(|_| AtomicU64::new(u64::MAX)).collect(),
@@ -258,7 +265,8 @@ pub async fn realtime(
             .iter()
             .filter(|c| c.load(Ordering::Relaxed) == true_count)
             .count();
-        if at_true >= connected || settle.elapsed() > Duration::from_secs(10) {
+        let alive = connected.saturating_sub(shared.lost.load(Ordering::Relaxed));
+        if at_true >= alive || settle.elapsed() > Duration::from_secs(10) {
             break at_true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

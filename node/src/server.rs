@@ -225,6 +225,10 @@ pub async fn run(
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            // A peer that vanished without closing (its streams, e.g. a realtime
+            // feed, would otherwise be served until TCP gives up).
+            .http2_keepalive_interval(Some(Duration::from_secs(5)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(grpc_service)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(peer),

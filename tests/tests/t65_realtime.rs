@@ -4,8 +4,9 @@
 //! before it lapses; a queued fan sees its place, then READY with an access token
 //! once the fan ahead leaves; bad tokens and bad messages are refused. On a
 //! 4-node cluster with 3 replicas per event, a node outside the event's group
-//! streams it from a member, and keeps its subscribers updated when that member
-//! is killed.
+//! streams it from a member (counts, and the warning to a hold's owner, which
+//! needs the member to learn whom the node's subscribers are), and keeps its
+//! subscribers updated when that member is killed.
 
 use std::time::Duration;
 
@@ -177,6 +178,7 @@ async fn a_node_outside_the_group_streams_it_and_survives_its_source_dying() -> 
     let opts = ClusterOpts {
         nodes: 4,
         replication_factor: 3,
+        extra_toml: format!("[inventory]\nhold_seconds = {HOLD_SECONDS}\n"),
         ..ClusterOpts::default()
     };
     let (mut c, _) = TestCluster::start_ready(opts).await?;
@@ -212,7 +214,8 @@ async fn a_node_outside_the_group_streams_it_and_survives_its_source_dying() -> 
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    c.client(members[0])
+    let held = c
+        .client(members[0])
         .reserve(
             &fan,
             &json!({"event_id": ev, "seat_ids": seats[0..2]}),
@@ -223,6 +226,11 @@ async fn a_node_outside_the_group_streams_it_and_survives_its_source_dying() -> 
         v["type"] == "availability_update" && v["available_seats"] == json!(18)
     })
     .await?;
+    let warned = next(&mut ws, "reservation_expiring through the feed", |v| {
+        v["type"] == "reservation_expiring"
+    })
+    .await?;
+    assert_eq!(warned["reservation_id"], held["reservation_id"]);
 
     // The member the outsider streams from dies; the stream moves to another.
     let series = format!("boxoffice_realtime_feed_source{{event_id=\"{ev}\"}}");

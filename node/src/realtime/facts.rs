@@ -4,7 +4,7 @@
 //! nodes that stream the group from it ([`super::feed`]); the facts travel between
 //! nodes as bincode.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -31,13 +31,14 @@ pub struct Facts {
     pub index: Option<u64>,
     /// The group's replicated clock: the leader's stamp of the last applied entry.
     pub clock_ms: i64,
-    /// The interested fans' places in the waiting room.
-    pub queue: HashMap<Uuid, QueueView>,
+    /// The interested fans' places in the waiting room. (Ordered maps: equal
+    /// facts encode to equal bytes, which is how a member tells a change.)
+    pub queue: BTreeMap<Uuid, QueueView>,
     /// The interested fans' live holds due within the warning time:
     /// (hold, holder, expiry).
     pub expiring: Vec<(Uuid, Uuid, i64)>,
     /// The warned holds: (still live, lapsed).
-    pub holds: HashMap<Uuid, (bool, bool)>,
+    pub holds: BTreeMap<Uuid, (bool, bool)>,
 }
 
 /// Reads the facts of `group` for `interest`, `now_ms` being this node's wall

@@ -4,11 +4,13 @@
 //!
 //! The subscriber's node ([`Feed`]) sends its [`Interest`] first and again whenever
 //! it changes; the member ([`serve`]) reads the facts every [`TICK`] and sends a
-//! frame when they changed, and at least every [`HEARTBEAT`]. A feed that hears
-//! nothing for [`SILENCE`] (a member hung or cut off) or whose stream breaks (a
-//! member killed, or the group moved away from it) reconnects to the next member;
-//! the member answers a new stream with the whole picture, so subscribers get the
-//! true counts again after a switch.
+//! frame when they changed, and at least every [`HEARTBEAT`] while it knows a
+//! leader of the group. A feed that hears nothing for [`SILENCE`] (a member hung,
+//! or cut off from its group's leader and so falling behind) or whose stream
+//! breaks (a member killed, or the group moved away from it) reconnects to the
+//! next member; the member answers a new stream with the whole picture, so
+//! subscribers get the true counts again after a switch (facts older than what
+//! they were told are ignored: counts never step back to a lagging replica's).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +37,7 @@ pub const SILENCE: Duration = Duration::from_secs(6);
 /// This node's stream of one event group from a member, while the event is
 /// watched here. Dropping it ends the stream.
 pub struct Feed {
+    event: Uuid,
     interest: watch::Sender<Interest>,
     task: JoinHandle<()>,
 }
@@ -42,6 +45,9 @@ pub struct Feed {
 impl Drop for Feed {
     fn drop(&mut self) {
         self.task.abort();
+        // 0: no source (the series stays, as every Prometheus gauge does).
+        metrics::gauge!("boxoffice_realtime_feed_source", "event_id" => self.event.to_string())
+            .set(0.0);
     }
 }
 
@@ -50,6 +56,7 @@ impl Feed {
     pub fn start(ctx: Arc<NodeCtx>, event: Uuid, group: GroupId, interest: Interest) -> Self {
         let (tx, rx) = watch::channel(interest);
         Self {
+            event,
             interest: tx,
             task: tokio::spawn(follow(ctx, event, group, rx)),
         }
@@ -202,10 +209,18 @@ pub fn serve(
                 _ = tick.tick() => {}
                 _ = tx.closed() => break,
             }
-            if groups.get(group.id).is_none() {
+            if !groups
+                .get(group.id)
+                .is_some_and(|g| Arc::ptr_eq(&g, &group))
+            {
                 let gone = Status::unavailable(format!("group {} no longer runs here", group.id));
                 let _ = tx.send(Err(gone)).await;
                 break;
+            }
+            // Cut off from the group's leader, this replica may fall behind:
+            // stay silent, and the requester moves to another member.
+            if group.raft.metrics().borrow().current_leader.is_none() {
+                continue;
             }
             let now = chrono::Utc::now().timestamp_millis();
             let Some(mut f) = facts::read(&group, seen_index, &interest, now) else {

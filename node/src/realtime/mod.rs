@@ -5,7 +5,8 @@
 //! The watcher looks at each watched event every [`TICK`]: when the group applied
 //! something since its last look it recomputes the seats available per section
 //! and sends each section whose count changed (`availability_update`: coalesced
-//! to at most a few per second per section, and always ending on the true count);
+//! to at most one per look per section, fewer for a crowd under
+//! `realtime.fanout_per_second`, and always ending on the true count);
 //! for each subscriber it sends `queue_update` when the fan's place or status
 //! moved (READY with the access token), `reservation_expiring` once when one of
 //! the fan's holds is due within a minute (by the hold's stamped expiry), and
@@ -24,7 +25,7 @@ pub mod ws;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use chrono::{SecondsFormat, TimeZone, Utc};
@@ -154,7 +155,7 @@ struct Watched {
     counts: Vec<u32>,
     /// The counts last sent to every subscriber, and when.
     sent: Vec<u32>,
-    sent_ms: i64,
+    sent_at: Option<Instant>,
     subs: HashMap<u64, Sub>,
     /// The stream from a member, while this node does not replicate the group.
     feed: Option<Feed>,
@@ -231,7 +232,7 @@ impl Hub {
                 seen_index: None,
                 counts: Vec::new(),
                 sent: Vec::new(),
-                sent_ms: 0,
+                sent_at: None,
                 subs: HashMap::new(),
                 feed: None,
                 remote: None,
@@ -305,7 +306,12 @@ impl Hub {
                 continue;
             };
             self.with(|events| {
-                if let Some(w) = events.get_mut(&event) {
+                // Skipped if the event's watch was replaced meanwhile (its last
+                // subscriber left and another came): the next look reads afresh.
+                if let Some(w) = events
+                    .get_mut(&event)
+                    .filter(|w| w.seen_index == seen_index)
+                {
                     // Replicated here now (placement moved the group): no feed.
                     w.feed = None;
                     w.remote = None;
@@ -321,11 +327,16 @@ impl Hub {
         });
     }
 
-    /// A frame from a member's feed: told to the event's subscribers at once.
+    /// A frame from a member's feed: told to the event's subscribers at once,
+    /// unless it is older than what they were told (a lagging member after a
+    /// switch) or the feed has ended (the group is replicated here now).
     fn on_frame(&self, ctx: &NodeCtx, event: Uuid, facts: Facts) {
         let now = Utc::now().timestamp_millis();
         self.with(|events| {
             if let Some(w) = events.get_mut(&event) {
+                if w.feed.is_none() || facts.index < w.seen_index {
+                    return;
+                }
                 w.remote = Some(facts.clone());
                 tell(ctx, event, w, facts, now);
             }
@@ -369,7 +380,7 @@ fn tell(ctx: &NodeCtx, event: Uuid, w: &mut Watched, seen: Facts, now_ms: i64) {
         && paced_due(
             w.subs.len() * changed.len(),
             ctx.config.realtime.fanout_per_second,
-            now_ms - w.sent_ms,
+            w.sent_at.map(|t| t.elapsed()),
         );
     let moved: Vec<Utf8Bytes> = if send_changed {
         changed.iter().map(|&(i, n)| section_update(i, n)).collect()
@@ -428,7 +439,7 @@ fn tell(ctx: &NodeCtx, event: Uuid, w: &mut Watched, seen: Facts, now_ms: i64) {
                     "type": "reservation_expiring",
                     "event_id": event,
                     "reservation_id": id,
-                    "expires_in_seconds": (expires_ms - now_ms).max(0) / 1000,
+                    "expires_in_seconds": expires_ms.saturating_sub(now_ms).max(0) / 1000,
                     "expires_at": stamp(expires_ms),
                 }));
             }
@@ -454,17 +465,18 @@ fn tell(ctx: &NodeCtx, event: Uuid, w: &mut Watched, seen: Facts, now_ms: i64) {
     }
     if send_changed {
         w.sent = counts.clone();
-        w.sent_ms = now_ms;
+        w.sent_at = Some(Instant::now());
     }
     w.counts = counts;
     w.seen_index = seen.index;
 }
 
 /// Whether `messages` (subscribers × changed sections) may go out now, the last
-/// send `since_ms` ago, under a budget of `fanout_per_second` messages a second.
-fn paced_due(messages: usize, fanout_per_second: u32, since_ms: i64) -> bool {
-    let wait_ms = messages as i64 * 1000 / i64::from(fanout_per_second.max(1));
-    since_ms >= wait_ms
+/// send `since` ago (never: now), under a budget of `fanout_per_second` messages
+/// a second.
+fn paced_due(messages: usize, fanout_per_second: u32, since: Option<Duration>) -> bool {
+    let wait = Duration::from_millis(messages as u64 * 1000 / u64::from(fanout_per_second.max(1)));
+    since.is_none_or(|s| s >= wait)
 }
 
 /// Forever: the watcher (see the module doc).
@@ -499,15 +511,18 @@ mod tests {
 
     #[test]
     fn a_crowd_is_paced_to_the_fanout_budget() {
+        let ms = |n| Some(Duration::from_millis(n));
         // 1,000 subscribers under 5,000 a second: every look (250 ms) may send.
-        assert!(paced_due(1_000, 5_000, 250));
+        assert!(paced_due(1_000, 5_000, ms(250)));
         // 3,333 subscribers: one send per 666 ms.
-        assert!(!paced_due(3_333, 5_000, 500));
-        assert!(paced_due(3_333, 5_000, 750));
+        assert!(!paced_due(3_333, 5_000, ms(500)));
+        assert!(paced_due(3_333, 5_000, ms(750)));
         // Two changed sections count twice.
-        assert!(!paced_due(2 * 3_333, 5_000, 750));
+        assert!(!paced_due(2 * 3_333, 5_000, ms(750)));
+        // The first send goes at once.
+        assert!(paced_due(100_000, 5_000, None));
         // A zero budget is refused by the config; here it cannot divide by zero.
-        assert!(paced_due(1, 0, 1_000));
+        assert!(paced_due(1, 0, ms(1_000)));
     }
 
     #[test]

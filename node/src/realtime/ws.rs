@@ -32,8 +32,9 @@ pub const PING_EVERY: Duration = Duration::from_secs(20);
 pub const IDLE_AFTER: Duration = Duration::from_secs(75);
 /// Largest message a client may send (subscribe and unsubscribe are tiny).
 const MAX_CLIENT_MESSAGE: usize = 4 << 10;
-/// Socket buffers per connection: messages are small, and tens of thousands of
-/// connections per node must not cost the library's 128 KiB defaults each.
+/// The WebSocket library's read and write buffers per connection (in the
+/// process; the kernel's socket buffers are its own): messages are small, and
+/// tens of thousands of connections per node must not cost the 128 KiB defaults.
 const BUFFER_BYTES: usize = 4 << 10;
 /// Queued messages written out before one flush.
 const FLUSH_EVERY: usize = 64;
