@@ -83,7 +83,7 @@ pub struct Boxoffice {
 }
 
 /// A venue of `seats` seats (rows of 100; `seats` is even) for the run.
-fn venue(seats: u32) -> NewVenue {
+pub fn venue(seats: u32) -> NewVenue {
     let rows = (0..seats.div_ceil(100))
         .map(|i| Row {
             row: row_label(i),

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod bench_holds;
 pub mod bench_load;
+pub mod bench_onsale;
 pub mod bench_queue;
 pub mod bench_realtime;
 pub mod bench_targets;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use boxoffice_client::bench_targets::{Boxoffice, Etcd, Postgres, Target};
 use boxoffice_client::{
-    bench, bench_holds, bench_load, bench_queue, bench_realtime, Client, NewVenue,
+    bench, bench_holds, bench_load, bench_onsale, bench_queue, bench_realtime, Client, NewVenue,
 };
 
 /// mimalloc instead of glibc malloc: allocation-heavy request paths (HTTP, JSON, gRPC)
@@ -163,6 +163,28 @@ enum BenchCmd {
         /// The cluster's per-user ticket limit (inventory.max_tickets_per_user).
         #[arg(long, default_value_t = 8)]
         max_tickets: u32,
+    },
+    /// The fan journey at on-sale: F fans join a waiting room at once, wait on
+    /// the WebSocket for their access token, hold a pair of seats and buy it;
+    /// checks the seat map against the confirmed orders.
+    Onsale {
+        #[arg(long, value_delimiter = ',')]
+        urls: Vec<String>,
+        #[arg(long, default_value_t = 3_000)]
+        fans: usize,
+        /// Seats of the event (even: fans buy pairs).
+        #[arg(long, default_value_t = 2_000)]
+        seats: u32,
+        /// Joins in flight at once.
+        #[arg(long, default_value_t = 128)]
+        joiners: usize,
+        #[arg(long, default_value_t = 100)]
+        admission_per_second: u32,
+        #[arg(long, default_value_t = 200)]
+        max_active_shoppers: u32,
+        /// Seconds a fan waits to be let in before giving up.
+        #[arg(long, default_value_t = 300)]
+        patience: u64,
     },
     /// Open-loop holds stepped from half to three times the measured capacity;
     /// goodput, served p99, and how fast the excess is refused.
@@ -382,6 +404,33 @@ async fn main() -> anyhow::Result<()> {
                 urls.join(", ")
             );
             print!("{}", bench_realtime::table(&report));
+        }
+        Cmd::Bench(BenchCmd::Onsale {
+            urls,
+            fans,
+            seats,
+            joiners,
+            admission_per_second,
+            max_active_shoppers,
+            patience,
+        }) => {
+            let urls = or_default(urls, &cli.url);
+            let pool = bench::clients(&urls, &admin_key()?)?;
+            println!("registering {fans} fans ...");
+            let tag = uuid::Uuid::new_v4().simple().to_string();
+            let tokens = bench_holds::register_users(&pool, *fans, &tag[..8]).await?;
+            let opts = bench_onsale::OnsaleOptions {
+                seats: *seats,
+                fans: *fans,
+                joiners: *joiners,
+                admission_per_second: *admission_per_second,
+                max_active_shoppers: *max_active_shoppers,
+                patience: Duration::from_secs(*patience),
+            };
+            let report = bench_onsale::onsale(pool, &urls, tokens, opts).await?;
+            println!("on-sale against {}", urls.join(", "));
+            print!("{}", bench_onsale::table(&report));
+            anyhow::ensure!(report.ok, "the on-sale's check failed");
         }
         Cmd::Bench(BenchCmd::Mixed {
             urls,
