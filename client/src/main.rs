@@ -235,9 +235,14 @@ async fn storm_users(
     holds_per_user: u32,
 ) -> anyhow::Result<Vec<String>> {
     let users = (seats / 2).div_ceil(holds_per_user) as usize + clients;
-    println!("registering {users} users ...");
+    fans(pool, users, 16).await
+}
+
+/// Registers `n` fresh fans, `concurrency` at a time; their session tokens.
+async fn fans(pool: &[Client], n: usize, concurrency: usize) -> anyhow::Result<Vec<String>> {
+    println!("registering {n} fans ...");
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    bench_holds::register_users(pool, users, &tag[..8]).await
+    bench_holds::register_users_at(pool, n, &tag[..8], concurrency).await
 }
 
 #[tokio::main]
@@ -416,9 +421,7 @@ async fn main() -> anyhow::Result<()> {
         }) => {
             let urls = or_default(urls, &cli.url);
             let pool = bench::clients(&urls, &admin_key()?)?;
-            println!("registering {fans} fans ...");
-            let tag = uuid::Uuid::new_v4().simple().to_string();
-            let tokens = bench_holds::register_users(&pool, *fans, &tag[..8]).await?;
+            let tokens = self::fans(&pool, *fans, 16).await?;
             let opts = bench_onsale::OnsaleOptions {
                 seats: *seats,
                 fans: *fans,
@@ -459,10 +462,8 @@ async fn main() -> anyhow::Result<()> {
         }) => {
             let urls = or_default(urls, &cli.url);
             let pool = bench::clients(&urls, &admin_key()?)?;
-            let tag = uuid::Uuid::new_v4().simple().to_string();
-            println!("registering {fans} users ...");
             let started = std::time::Instant::now();
-            let tokens = bench_holds::register_users_at(&pool, *fans, &tag[..8], 128).await?;
+            let tokens = self::fans(&pool, *fans, 128).await?;
             println!(
                 "registered {fans} users in {:.1} s",
                 started.elapsed().as_secs_f64()
