@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use boxoffice_client::{Client, ClusterView};
+use boxoffice_client::{sample_event, Client, ClusterView, EventCreated, NewVenue};
 
 pub use boxoffice_client;
 
@@ -206,6 +206,28 @@ impl TestCluster {
             .into_iter()
             .find(|&n| n != id)
             .expect("another running node")
+    }
+
+    /// A 20-seat event (one "Floor" section of 2 rows of 10) on sale, with the
+    /// given waiting room (or none), created through nodes 1, 2 and 3 in turn.
+    pub async fn event_on_sale(
+        &self,
+        name: &str,
+        queue: Option<serde_json::Value>,
+    ) -> Result<EventCreated> {
+        let venue = self
+            .client(1)
+            .create_venue(&NewVenue::sample(name, 2, 10), None)
+            .await?;
+        let mut spec = sample_event(name, &venue.venue_id, &["Floor"]);
+        if let Some(q) = queue {
+            spec["queue"] = q;
+        }
+        let e = self.client(2).create_event(&spec).await?;
+        self.client(3)
+            .set_event_status(&e.event_id, "ON_SALE")
+            .await?;
+        Ok(e)
     }
 
     /// The ids of the venues in node `id`'s local catalog.

@@ -15,16 +15,7 @@ use serde_json::{json, Value};
 /// An event on sale with the given waiting room (or none); returns its id and
 /// its group's leader.
 async fn event(c: &TestCluster, name: &str, queue: Option<Value>) -> Result<(String, u64)> {
-    let venue = c
-        .client(1)
-        .create_venue(&NewVenue::sample(name, 2, 10), None)
-        .await?;
-    let mut spec = sample_event(name, &venue.venue_id, &["Floor"]);
-    if let Some(q) = queue {
-        spec["queue"] = q;
-    }
-    let e = c.client(2).create_event(&spec).await?;
-    c.client(3).set_event_status(&e.event_id, "ON_SALE").await?;
+    let e = c.event_on_sale(name, queue).await?;
     let leader = c
         .wait_for_leader(e.group_id, Duration::from_secs(10))
         .await?;

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use boxoffice_client::{sample_event, Client, NewVenue};
+use boxoffice_client::Client;
 use boxoffice_tests::{prometheus_value, s, user, wait_for, ClusterOpts, TestCluster};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -55,17 +55,7 @@ async fn next(ws: &mut Socket, what: &str, pred: impl Fn(&Value) -> bool) -> Res
 }
 
 async fn event(c: &TestCluster, name: &str, queue: Option<Value>) -> Result<String> {
-    let venue = c
-        .client(1)
-        .create_venue(&NewVenue::sample(name, 2, 10), None)
-        .await?;
-    let mut spec = sample_event(name, &venue.venue_id, &["Floor"]);
-    if let Some(q) = queue {
-        spec["queue"] = q;
-    }
-    let e = c.client(2).create_event(&spec).await?;
-    c.client(3).set_event_status(&e.event_id, "ON_SALE").await?;
-    Ok(e.event_id)
+    Ok(c.event_on_sale(name, queue).await?.event_id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,16 +172,8 @@ async fn a_node_outside_the_group_streams_it_and_survives_its_source_dying() -> 
         ..ClusterOpts::default()
     };
     let (mut c, _) = TestCluster::start_ready(opts).await?;
-    let venue = c
-        .client(1)
-        .create_venue(&NewVenue::sample("Far Arena", 2, 10), None)
-        .await?;
-    let created = c
-        .client(2)
-        .create_event(&sample_event("Far Show", &venue.venue_id, &["Floor"]))
-        .await?;
+    let created = c.event_on_sale("Far Show", None).await?;
     let ev = created.event_id.clone();
-    c.client(3).set_event_status(&ev, "ON_SALE").await?;
     let members = created.replicas.clone();
     let outsider = c
         .ids()
