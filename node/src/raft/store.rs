@@ -11,11 +11,23 @@
 //! Every value is [`crate::codec`]-encoded (format byte first). Keys start with the
 //! big-endian group id, so one group is one contiguous range in each family and a
 //! group can be dropped or moved as a range.
+//!
+//! The `sm` family's memtable is a vector, not RocksDB's default skip list: each
+//! applied request writes a few keys there (its entry, the dedup record, the
+//! machine's meta), mostly random ids, and a skip-list insert into a large memtable
+//! is a walk of cache misses (about a tenth of the cluster's CPU in the join
+//! benchmark, docs/benchmarks.md). The family is only ever read by range scans when
+//! a group opens (the machine lives in memory), so appending and sorting once per
+//! flush is the cheaper shape. A vector memtable cannot take concurrent inserts, so
+//! the database writes its memtables from one thread per write group (what the
+//! write path did anyway).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, MemtableFactory, Options, WriteBatch, WriteOptions, DB,
+};
 
 use super::types::GroupId;
 use crate::codec;
@@ -52,11 +64,15 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(4);
         opts.set_write_buffer_size(write_buffer);
+        opts.set_allow_concurrent_memtable_write(false);
         let cfs = [CF_LOG, CF_RAFT, CF_SM, CF_SNAPSHOT]
             .into_iter()
             .map(|name| {
                 let mut cf = Options::default();
                 cf.set_write_buffer_size(write_buffer);
+                if name == CF_SM {
+                    cf.set_memtable_factory(MemtableFactory::Vector);
+                }
                 ColumnFamilyDescriptor::new(name, cf)
             });
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
