@@ -8,8 +8,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use boxoffice_proto::peer::{
-    ForwardReply, ForwardRequest, HelloReply, HelloRequest, QueryReply, QueryRequest, RaftReply,
-    RaftRequest, ReadIndexReply, ReadIndexRequest,
+    ForwardItem, ForwardReply, ForwardRequest, HelloReply, HelloRequest, QueryReply, QueryRequest,
+    RaftReply, RaftRequest, ReadIndexReply, ReadIndexRequest,
 };
 use boxoffice_proto::PeerClient;
 use openraft::error::{
@@ -146,22 +146,21 @@ impl Peers {
         .await
     }
 
-    /// Forwards an encoded proposal to `node`, which applies it if it leads `group`.
+    /// Forwards encoded proposals to `node`, which applies them if it leads `group`
+    /// (one call; [`crate::routing::Forwarder`] gathers them).
     pub async fn forward(
         &self,
         node: NodeId,
         addr: &str,
         group: GroupId,
-        command: Vec<u8>,
-        refusal_from_state: bool,
+        items: Vec<ForwardItem>,
         timeout: Duration,
     ) -> Result<ForwardReply, tonic::Status> {
         let msg = ForwardRequest {
             cluster: self.inner.cluster.clone(),
             group_id: group.0,
             from: self.inner.me,
-            command,
-            refusal_from_state,
+            items,
         };
         self.call(node, addr, timeout, msg, |mut c, r| async move {
             c.forward(r).await

@@ -2,10 +2,12 @@
 //! proposals (applied only if this node leads the group; never forwarded again),
 //! and identity/liveness probes.
 
+use std::time::Duration;
+
 use boxoffice_proto::peer::{
-    forward_reply::Outcome, query_reply, read_index_reply, ForwardReply, ForwardRequest,
-    HelloReply, HelloRequest, NotLeader, QueryReply, QueryRequest, RaftReply, RaftRequest,
-    ReadIndexReply, ReadIndexRequest, WatchRequest,
+    forward_outcome::Outcome, query_reply, read_index_reply, ForwardItem, ForwardOutcome,
+    ForwardReply, ForwardRequest, HelloReply, HelloRequest, NotLeader, QueryReply, QueryRequest,
+    RaftReply, RaftRequest, ReadIndexReply, ReadIndexRequest, WatchRequest,
 };
 use boxoffice_proto::Peer;
 use serde::Serialize;
@@ -18,6 +20,36 @@ use crate::domain::{Proposal, Query};
 use crate::routing::{
     propose_local, query_local, read_index_local, wait_applied, LocalOutcome, RouteError,
 };
+
+/// Commands one forward call may carry (the sender sends at most
+/// [`crate::routing::MAX_FORWARD_BATCH`]).
+pub const MAX_FORWARD_ITEMS: usize = 4096;
+
+/// Proposes one forwarded command here, within the sender's timeout.
+async fn forward_one(group: &Group, item: ForwardItem) -> ForwardOutcome {
+    let outcome = match codec::decode::<Proposal>(&item.command) {
+        Err(e) => Outcome::Unknown(format!("undecodable command: {e}")),
+        Ok(proposal) => {
+            let timeout = Duration::from_millis(item.timeout_ms.clamp(1, 60_000));
+            let attempt = propose_local(group, proposal, item.refusal_from_state);
+            match tokio::time::timeout(timeout, attempt).await {
+                Ok(Ok(LocalOutcome::Applied(a))) => match codec::encode(&(a.response, a.index)) {
+                    Ok(bytes) => Outcome::Response(bytes),
+                    Err(e) => Outcome::Unknown(e.to_string()),
+                },
+                Ok(Ok(LocalOutcome::NotLeader(hint))) => Outcome::NotLeader(NotLeader {
+                    leader_id: hint.unwrap_or(0),
+                }),
+                Ok(Err(RouteError::Overloaded { .. })) => Outcome::Overloaded(true),
+                Ok(Err(e)) => Outcome::Unknown(e.to_string()),
+                Err(_) => Outcome::Unknown("not applied within the timeout".into()),
+            }
+        }
+    };
+    ForwardOutcome {
+        outcome: Some(outcome),
+    }
+}
 
 /// Serves peers' requests against this node's groups.
 pub struct PeerService {
@@ -133,24 +165,16 @@ impl Peer for PeerService {
     ) -> Result<Response<ForwardReply>, Status> {
         let req = req.into_inner();
         let group = self.group(&req.cluster, req.group_id)?;
-        let proposal: Proposal = decode(&req.command)?;
-        let outcome = match propose_local(&group, proposal, req.refusal_from_state).await {
-            Ok(LocalOutcome::Applied(a)) => Outcome::Response(
-                codec::encode(&(a.response, a.index))
-                    .map_err(|e| Status::internal(e.to_string()))?,
-            ),
-            Ok(LocalOutcome::NotLeader(hint)) => Outcome::NotLeader(NotLeader {
-                leader_id: hint.unwrap_or(0),
-            }),
-            Err(e @ RouteError::Fatal { .. }) => return Err(Status::internal(e.to_string())),
-            Err(e @ RouteError::Overloaded { .. }) => {
-                return Err(Status::resource_exhausted(e.to_string()))
-            }
-            Err(e) => return Err(Status::unavailable(e.to_string())),
-        };
-        Ok(Response::new(ForwardReply {
-            outcome: Some(outcome),
-        }))
+        if req.items.len() > MAX_FORWARD_ITEMS {
+            return Err(Status::invalid_argument(format!(
+                "{} commands in one forward; at most {MAX_FORWARD_ITEMS}",
+                req.items.len()
+            )));
+        }
+        // Proposed together, so they reach the group's batcher together.
+        let items = req.items.into_iter().map(|item| forward_one(&group, item));
+        let items = futures::future::join_all(items).await;
+        Ok(Response::new(ForwardReply { items }))
     }
 
     async fn read_index(

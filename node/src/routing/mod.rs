@@ -12,10 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use boxoffice_proto::peer::forward_reply;
+use boxoffice_proto::peer::forward_outcome;
 
+mod forward;
 mod reads;
 
+pub use forward::{Forwarder, MAX_FORWARD_BATCH};
 pub use reads::{query_local, read_index_local, wait_applied, Answered};
 
 use crate::codec;
@@ -150,11 +152,14 @@ pub struct Router {
     known: Arc<Vec<(NodeId, NodeInfo)>>,
     /// Last leader seen per group this node does not replicate.
     leaders: Arc<Mutex<HashMap<GroupId, NodeId>>>,
+    /// Proposals on their way to other nodes' leaders, gathered into calls.
+    forwarder: Forwarder,
 }
 
 impl Router {
     pub fn new(groups: Groups, known: Vec<(NodeId, NodeInfo)>) -> Self {
         Self {
+            forwarder: Forwarder::new(groups.peers().clone()),
             groups,
             known: Arc::new(known),
             leaders: Arc::default(),
@@ -331,13 +336,12 @@ impl Router {
         }
         let deadline = deadline.saturating_sub(started.elapsed());
         let encoded = codec::encode(&proposal).map_err(|e| fatal(group_id, e))?;
-        let peers = self.groups.peers().clone();
         // Cleared by the first attempt whose outcome is unknown.
         let may_refuse = Arc::new(AtomicBool::new(refusal_from_state));
         self.route(group_id, deadline, |target, local, left| {
             let proposal = proposal.clone();
             let encoded = encoded.clone();
-            let peers = peers.clone();
+            let forwarder = self.forwarder.clone();
             let addr = self.addr_of(target);
             let may_refuse = may_refuse.clone();
             async move {
@@ -360,12 +364,12 @@ impl Router {
                 let Some(addr) = addr else {
                     return Ok(Step::Failed);
                 };
-                match peers
+                match forwarder
                     .forward(target, &addr, group_id, encoded, refuse, left)
                     .await
                 {
                     Ok(reply) => match reply.outcome {
-                        Some(forward_reply::Outcome::Response(bytes)) => {
+                        Some(forward_outcome::Outcome::Response(bytes)) => {
                             let (response, index): (Response, u64) = codec::decode(&bytes)
                                 .map_err(|e| {
                                     fatal(
@@ -379,18 +383,23 @@ impl Router {
                                 leader: target,
                             }))
                         }
-                        Some(forward_reply::Outcome::NotLeader(nl)) => {
+                        Some(forward_outcome::Outcome::NotLeader(nl)) => {
                             Ok(Step::NotLeader(Some(nl.leader_id).filter(|h| *h != 0)))
+                        }
+                        // The leader refused it unwritten: a definite answer.
+                        Some(forward_outcome::Outcome::Overloaded(_)) => {
+                            Err(RouteError::Overloaded { group: group_id })
+                        }
+                        Some(forward_outcome::Outcome::Unknown(why)) => {
+                            tracing::debug!(group = %group_id, target, "forward outcome unknown: {why}");
+                            may_refuse.store(false, Ordering::SeqCst);
+                            Ok(Step::Failed)
                         }
                         None => {
                             may_refuse.store(false, Ordering::SeqCst);
                             Ok(Step::Failed)
                         }
                     },
-                    // The leader refused it unwritten: a definite answer.
-                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
-                        Err(RouteError::Overloaded { group: group_id })
-                    }
                     Err(status) => {
                         tracing::debug!(group = %group_id, target, "forward failed: {status}");
                         may_refuse.store(false, Ordering::SeqCst);
