@@ -6,13 +6,6 @@
 //! the access window) carry the event; a token is good only for what its `typ`
 //! opens. Queue and access tokens are minted from the replicated entry (times
 //! included), so any node mints the same token for the same entry.
-//!
-//! Each node remembers the tokens it verified ([`VerifiedTokens`]): a fan sends the
-//! same token with every request, and it was verified twice per request (for the
-//! rate limiter's client identity, then for the handler).
-
-use std::collections::HashMap;
-use std::sync::Mutex;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -165,45 +158,9 @@ pub fn verify_session(ctx: &AppState, token: &str) -> Result<Claims, ApiError> {
     verify(ctx, token, &["session"])
 }
 
-/// Tokens up to which [`VerifiedTokens`] holds; past it, it starts again empty.
-const VERIFIED_TOKENS_MAX: usize = 16_384;
-
-/// Tokens this node verified (signature, issuer, audience, required claims), with
-/// their claims. None of that can change for a given token (the cluster's key and
-/// id are fixed at bootstrap); its expiry is checked again on every use, and the
-/// kind and issue time by [`verify`] as for a fresh token. Verifying (base64, JSON,
-/// HMAC) was about 3% of all CPU in a profile of the join benchmark, twice per
-/// request. Bounded: emptied when full.
-#[derive(Default)]
-pub struct VerifiedTokens {
-    map: Mutex<HashMap<Box<str>, Claims>>,
-}
-
-impl VerifiedTokens {
-    fn get(&self, token: &str) -> Option<Claims> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(token).cloned()
-    }
-
-    fn insert(&self, token: &str, claims: &Claims) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= VERIFIED_TOKENS_MAX {
-            map.clear();
-        }
-        map.insert(token.into(), claims.clone());
-    }
-}
-
-/// Checks a token's signature, issuer, audience, required claims and expiry, with
-/// no leeway; a token this node verified before is only checked for expiry.
-fn verified_claims(ctx: &AppState, token: &str) -> Result<Claims, ApiError> {
-    if let Some(claims) = ctx.verified_tokens.get(token) {
-        // jsonwebtoken's rule with no leeway: expired once `exp` is in the past.
-        if claims.exp < chrono::Utc::now().timestamp() {
-            return Err(ApiError::unauthorized("invalid token: ExpiredSignature"));
-        }
-        return Ok(claims);
-    }
+/// Verifies a token of one of the kinds in `typ` (see [`verify_session`]); queue
+/// and access tokens must name an event.
+pub fn verify(ctx: &AppState, token: &str, typ: &[&str]) -> Result<Claims, ApiError> {
     let (iss, key) = issuer(ctx)?;
     let mut v = Validation::new(Algorithm::HS256);
     v.leeway = 0;
@@ -212,30 +169,22 @@ fn verified_claims(ctx: &AppState, token: &str) -> Result<Claims, ApiError> {
     v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
     let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&key), &v)
         .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
-    ctx.verified_tokens.insert(token, &data.claims);
-    Ok(data.claims)
-}
-
-/// Verifies a token of one of the kinds in `typ` (see [`verify_session`]); queue
-/// and access tokens must name an event.
-pub fn verify(ctx: &AppState, token: &str, typ: &[&str]) -> Result<Claims, ApiError> {
-    let claims = verified_claims(ctx, token)?;
-    if !typ.contains(&claims.typ.as_str()) {
+    if !typ.contains(&data.claims.typ.as_str()) {
         return Err(ApiError::unauthorized(format!(
             "a {} token does not open this (it takes: {})",
-            claims.typ,
+            data.claims.typ,
             typ.join(", ")
         )));
     }
-    if claims.typ != "session" && claims.event.is_none() {
+    if data.claims.typ != "session" && data.claims.event.is_none() {
         return Err(ApiError::unauthorized(
             "a queue or access token names its event",
         ));
     }
-    if claims.iat > chrono::Utc::now().timestamp() + 5 {
+    if data.claims.iat > chrono::Utc::now().timestamp() + 5 {
         return Err(ApiError::unauthorized("token issued in the future"));
     }
-    Ok(claims)
+    Ok(data.claims)
 }
 
 /// The token of `Authorization: Bearer <token>`, if the header has that form.
