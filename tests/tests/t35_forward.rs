@@ -3,8 +3,6 @@
 //! over gRPC, as a peer would call it, including what a confused or hostile peer
 //! could send.
 
-use std::time::Duration;
-
 use anyhow::{ensure, Context, Result};
 use boxoffice_node::codec;
 use boxoffice_node::domain::catalog::{CatalogCommand, CatalogResponse};
@@ -116,8 +114,7 @@ async fn forward_answers_each_command_in_order() -> Result<()> {
         .expect_err("a call for another cluster is refused");
     ensure!(err.code() == tonic::Code::PermissionDenied, "{err:?}");
 
-    // The cluster still serves: the leader's log took the command once.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A later retry of the request id still gets the first outcome.
     let reply = at_leader
         .forward(request(vec![item(encoded.clone())]))
         .await?

@@ -36,18 +36,13 @@ struct Waiting {
     tx: oneshot::Sender<Result<ForwardOutcome, tonic::Status>>,
 }
 
-/// A lane's commands waiting for the task that sends them (one is spawned for
-/// the first command; the lane is dropped when that task takes them all).
-#[derive(Default)]
-struct LaneState {
-    queue: Vec<Waiting>,
-}
-
 /// Forwards commands to group leaders, gathered per node and group (module doc).
 #[derive(Clone)]
 pub struct Forwarder {
     peers: Peers,
-    lanes: Arc<Mutex<HashMap<Lane, LaneState>>>,
+    /// Each lane's commands waiting for the task that sends them (spawned for the
+    /// first; the lane is removed when that task takes them all).
+    lanes: Arc<Mutex<HashMap<Lane, Vec<Waiting>>>>,
 }
 
 impl Forwarder {
@@ -73,8 +68,8 @@ impl Forwarder {
         let lane: Lane = (node, addr.to_string(), group);
         let first = {
             let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-            let state = lanes.entry(lane.clone()).or_default();
-            state.queue.push(Waiting {
+            let queue = lanes.entry(lane.clone()).or_default();
+            queue.push(Waiting {
                 item: ForwardItem {
                     command,
                     refusal_from_state,
@@ -83,7 +78,7 @@ impl Forwarder {
                 deadline: Instant::now() + timeout,
                 tx,
             });
-            state.queue.len() == 1
+            queue.len() == 1
         };
         if first {
             // Spawned: a caller that gives up must not strand the commands behind it.
@@ -107,7 +102,7 @@ impl Forwarder {
         tokio::task::yield_now().await;
         let mut waiting = {
             let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-            lanes.remove(&lane).map(|s| s.queue).unwrap_or_default()
+            lanes.remove(&lane).unwrap_or_default()
         };
         while waiting.len() > MAX_FORWARD_BATCH {
             let rest = waiting.split_off(MAX_FORWARD_BATCH);
