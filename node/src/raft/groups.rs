@@ -102,9 +102,10 @@ impl Groups {
             raft,
             state,
             quiet: Default::default(),
-            reads: super::read_index::ReadIndexBatch::new(std::time::Duration::from_millis(
-                self.config.election_timeout_max,
-            )),
+            reads: super::read_index::ReadIndexBatch::with_lease(
+                std::time::Duration::from_millis(self.config.election_timeout_max),
+                super::read_index::lease_length(self.config.election_timeout_min),
+            ),
             remote_reads: super::read_index::ReadIndexBatch::new(std::time::Duration::from_millis(
                 self.config.election_timeout_max,
             )),
@@ -239,6 +240,72 @@ mod tests {
             let registered = groups.get(GroupId(g as u64)).expect("registered");
             assert!(Arc::ptr_eq(&registered, a));
         }
+        groups.stop_all().await;
+    }
+
+    /// A read point from the leader lease is the commit index at the read, not the
+    /// index of the round that granted the lease: writes committed since count.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leased_read_points_include_later_writes() {
+        use crate::domain::inventory::InventoryCommand;
+        use crate::domain::{CommandBody, Proposal};
+        use crate::raft::types::NodeInfo;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), "t", 1, &StorageSettings::default()).expect("store");
+        let peers = Peers::new("t".into(), 1, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        // A lease long enough that the second read below cannot outlive it.
+        let settings = RaftSettings {
+            election_timeout_min_ms: 60_000,
+            election_timeout_max_ms: 90_000,
+            ..RaftSettings::default()
+        };
+        let groups = Groups::new(store, peers, "t", &settings).expect("groups");
+        let group = groups
+            .start(GroupId(7), GroupKind::Inventory)
+            .await
+            .expect("start");
+        let node = NodeInfo {
+            peer_addr: "127.0.0.1:1".into(),
+            http_addr: "127.0.0.1:2".into(),
+        };
+        let members = BTreeMap::from([(1u64, node)]);
+        group.raft.initialize(members).await.expect("initialize");
+        group
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .state(openraft::ServerState::Leader, "leader")
+            .await
+            .expect("leader");
+        let leased = || group.reads.leased_reads();
+        let first = group.reads.read_index(&group.raft).await;
+        let first = first.expect("round").expect("leader");
+        let before = leased();
+        // A write after the lease was granted (refused by the machine, still an entry).
+        let event_id = uuid::Uuid::from_u128(1);
+        let proposal = Proposal {
+            request_id: uuid::Uuid::from_u128(2),
+            body: CommandBody::Inventory(InventoryCommand::Sweep { event_id }),
+        };
+        group
+            .writes
+            .propose(&group.raft, proposal)
+            .await
+            .expect("write");
+        let written = group.raft.metrics().borrow().last_log_index.expect("log");
+        assert!(written > first.index);
+        let second = group.reads.read_index(&group.raft).await;
+        let second = second.expect("round").expect("leader");
+        assert_eq!(
+            leased(),
+            before + 1,
+            "the second read index came from the lease"
+        );
+        assert!(
+            second.index >= written,
+            "leased read point {} misses write {written}",
+            second.index
+        );
         groups.stop_all().await;
     }
 }

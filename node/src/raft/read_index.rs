@@ -7,15 +7,38 @@
 //! one. A caller never joins a round that started before it arrived: that round's
 //! index may predate writes acknowledged before the caller's request, and its
 //! answer would be stale.
+//!
+//! A leader also holds a *lease* after each confirmation: for
+//! [`lease_length`] after a round *started*, no other node can have been elected,
+//! because every follower that answered the round's heartbeat refuses votes for
+//! `election_timeout_max` after receiving it and stands for election itself only
+//! later still (openraft's leader lease), and a quorum that elects anyone else
+//! needs one of those followers or this node's own vote. So while the lease
+//! lasts, a round is a look inside this node's Raft core instead of a heartbeat
+//! round: still the leader in the same vote (it has granted no other vote), the
+//! lease not yet over at that moment, and the read point is the commit index
+//! then. A round that finds no valid lease confirms leadership the usual way and
+//! renews the lease.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::{ServerState, Vote};
 use tokio::sync::oneshot;
 
 use super::types::{NodeId, Raft};
+
+/// How long a leader may answer read indexes from its last confirmation: half of
+/// the shortest election timeout, measured from when the confirming round began.
+/// Followers refuse other candidates for `election_timeout_max` after each
+/// heartbeat and start elections later still, so half the minimum leaves room for
+/// clocks that run at different rates on different machines.
+pub fn lease_length(election_timeout_min_ms: u64) -> Duration {
+    Duration::from_millis(election_timeout_min_ms / 2)
+}
 
 /// A linearizable read point: a replica that has applied `index` reflects every
 /// write acknowledged before the round started; `time_ms` is the leader's clock
@@ -37,6 +60,26 @@ pub struct ReadIndexBatch {
     /// A round that gets no answer within this answers "no leader" (a leader cut
     /// off from its followers would otherwise hold every later round back).
     round_timeout: Duration,
+    /// The leader lease (see the module doc); zero length for batches that never
+    /// confirm leadership themselves (a follower's requests to its leader).
+    lease: Arc<LeaseState>,
+}
+
+/// A lease's length and the lease this leader holds, if any.
+struct LeaseState {
+    length: Duration,
+    held: Mutex<Option<Lease>>,
+    /// Rounds answered from the lease.
+    served: AtomicU64,
+}
+
+/// Leadership confirmed in `vote` by a round that started before `until - length`.
+#[derive(Clone)]
+struct Lease {
+    vote: Vote<NodeId>,
+    until: Instant,
+    /// The confirming round's read index: at least the first entry of this term.
+    index: u64,
 }
 
 #[derive(Default)]
@@ -46,11 +89,28 @@ struct Waiting {
 }
 
 impl ReadIndexBatch {
+    /// Rounds without a lease (each one asks the leader).
     pub fn new(round_timeout: Duration) -> Self {
+        Self::with_lease(round_timeout, Duration::ZERO)
+    }
+
+    /// A leader's rounds, with a lease of `lease` after each confirmation
+    /// ([`lease_length`]; zero: every round confirms with a quorum).
+    pub fn with_lease(round_timeout: Duration, lease: Duration) -> Self {
         Self {
             inner: Arc::default(),
             round_timeout,
+            lease: Arc::new(LeaseState {
+                length: lease,
+                held: Mutex::new(None),
+                served: AtomicU64::new(0),
+            }),
         }
+    }
+
+    /// Rounds this batch answered from its lease so far.
+    pub fn leased_reads(&self) -> u64 {
+        self.lease.served.load(Ordering::Relaxed)
     }
 
     /// How long a round may take before it answers "no leader".
@@ -61,8 +121,9 @@ impl ReadIndexBatch {
     /// The read point of `raft`'s group, which this node leads, from a leadership
     /// confirmation that starts after this call.
     pub async fn read_index(&self, raft: &Raft) -> ReadIndexResult {
-        let raft = raft.clone();
-        self.shared(move || leader_round(raft.clone())).await
+        let (raft, lease) = (raft.clone(), self.lease.clone());
+        self.shared(move || leader_round(raft.clone(), lease.clone()))
+            .await
     }
 
     /// The result of a `round` that starts after this call, shared with every
@@ -87,18 +148,75 @@ impl ReadIndexBatch {
     }
 }
 
-/// Confirms this node's leadership of `raft`'s group with a quorum.
-async fn leader_round(raft: Raft) -> ReadIndexResult {
+/// Confirms this node's leadership of `raft`'s group: from its lease while it
+/// holds one, else with a quorum (which renews the lease).
+async fn leader_round(raft: Raft, lease: Arc<LeaseState>) -> ReadIndexResult {
+    if let Some(point) = lease.read(&raft).await {
+        lease.served.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("boxoffice_read_index_leased_total").increment(1);
+        return Ok(Ok(point));
+    }
+    let started = Instant::now();
+    // The vote the round will confirm: votes only grow, so if the vote is the same
+    // at a later read, it was this one when the round's heartbeats went out.
+    let vote = if lease.length.is_zero() {
+        None
+    } else {
+        raft.with_raft_state(|st| {
+            (st.server_state == ServerState::Leader).then(|| st.vote_ref().clone())
+        })
+        .await
+        .ok()
+        .flatten()
+    };
     match raft.ensure_linearizable().await {
-        Ok(log_id) => Ok(Ok(ReadPoint {
-            index: log_id.map_or(0, |l| l.index),
-            time_ms: chrono::Utc::now().timestamp_millis(),
-        })),
+        Ok(log_id) => {
+            let index = log_id.map_or(0, |l| l.index);
+            if let Some(vote) = vote {
+                *lock(&lease.held) = Some(Lease {
+                    vote,
+                    until: started + lease.length,
+                    index,
+                });
+            }
+            Ok(Ok(ReadPoint {
+                index,
+                time_ms: chrono::Utc::now().timestamp_millis(),
+            }))
+        }
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Ok(Err(f.leader_id)),
         // Not enough of the quorum answered: no leader we can vouch for now.
         Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Ok(Err(None)),
         Err(RaftError::Fatal(e)) => Err(e.to_string()),
     }
+}
+
+impl LeaseState {
+    /// A read point from the lease, checked inside the Raft core (so at one
+    /// moment, against the vote and role the core has then): `None` without a
+    /// lease valid at that moment.
+    async fn read(&self, raft: &Raft) -> Option<ReadPoint> {
+        let lease = lock(&self.held).clone()?;
+        if Instant::now() >= lease.until {
+            return None;
+        }
+        raft.with_raft_state(move |st| {
+            let valid = Instant::now() < lease.until
+                && st.server_state == ServerState::Leader
+                && *st.vote_ref() == lease.vote;
+            valid.then(|| ReadPoint {
+                index: st.committed.map_or(0, |c| c.index).max(lease.index),
+                time_ms: chrono::Utc::now().timestamp_millis(),
+            })
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs rounds while callers wait; each round serves the callers that arrived
@@ -131,7 +249,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// Callers that arrive during a round share the next one, never the running one.
     #[tokio::test]
