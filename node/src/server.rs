@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use boxoffice_proto::PeerServer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -224,14 +225,16 @@ pub async fn run(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             // A peer that vanished without closing (its streams, e.g. a realtime
             // feed, would otherwise be served until TCP gives up).
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(grpc_service)
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(peer),
+                // No Nagle on accepted peer connections (the builder's `tcp_nodelay`
+                // does not apply to an incoming stream we pass in): an HTTP/2
+                // reply's frames would otherwise wait for the caller's delayed ACK.
+                tonic::transport::server::TcpIncoming::from(peer).with_nodelay(Some(true)),
                 async move {
                     let _ = stop_rx.wait_for(|stop| *stop).await;
                 },
@@ -273,6 +276,12 @@ pub async fn run(
     tracing::info!(node = me, http = %node.http_addr, peer = %node.peer_addr, fresh, "node started");
 
     let app = crate::api::router(ctx).into_make_service_with_connect_info::<SocketAddr>();
+    // No Nagle on accepted client connections either (axum leaves it on).
+    let http = http.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY on a client connection: {e}");
+        }
+    });
     let served = axum::serve(http, app)
         .with_graceful_shutdown(shutdown)
         .await;
