@@ -162,12 +162,10 @@ async fn leader_round(raft: Raft, lease: Arc<LeaseState>) -> ReadIndexResult {
     let vote = if lease.length.is_zero() {
         None
     } else {
-        raft.with_raft_state(|st| {
-            (st.server_state == ServerState::Leader).then(|| st.vote_ref().clone())
-        })
-        .await
-        .ok()
-        .flatten()
+        raft.with_raft_state(|st| (st.server_state == ServerState::Leader).then(|| *st.vote_ref()))
+            .await
+            .ok()
+            .flatten()
     };
     match raft.ensure_linearizable().await {
         Ok(log_id) => {
