@@ -70,7 +70,11 @@ pub fn clients(urls: &[String], admin_key: &str) -> anyhow::Result<Arc<Vec<Clien
         .build()?;
     Ok(Arc::new(
         urls.iter()
-            .map(|u| Client::with_http(http.clone(), u.clone()).with_admin_key(admin_key))
+            .map(|u| {
+                Client::with_http(http.clone(), u.clone())
+                    .with_admin_key(admin_key)
+                    .with_wire()
+            })
             .collect(),
     ))
 }

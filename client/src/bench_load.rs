@@ -242,6 +242,9 @@ pub fn failure_kind(e: &ClientError) -> String {
         ClientError::Transport(t) if t.is_timeout() => "timeout".into(),
         ClientError::Transport(t) if t.is_connect() => "connect".into(),
         ClientError::Transport(_) => "transport".into(),
+        ClientError::Wire(crate::wire::WireError::Timeout(_)) => "timeout".into(),
+        ClientError::Wire(crate::wire::WireError::Connect(_)) => "connect".into(),
+        ClientError::Wire(_) => "transport".into(),
         ClientError::Api { status, code, .. } => format!("{status} {code}"),
         ClientError::Unexpected(_) => "unexpected".into(),
     }

@@ -311,9 +311,11 @@ fn check_held(
 }
 
 /// etcd through its JSON gateway (`/v3/kv/txn`, `/v3/kv/range`), keys
-/// `<prefix><seat>`.
+/// `<prefix><seat>`. The holds go over the same lean transport as Boxoffice's
+/// ([`crate::wire`]), so both pay the same generator cost per request.
 pub struct Etcd {
     http: reqwest::Client,
+    wires: Vec<crate::wire::Wire>,
     endpoints: Vec<String>,
     prefix: String,
 }
@@ -328,8 +330,16 @@ impl Etcd {
             .timeout(Duration::from_secs(30))
             .build()?;
         let prefix = format!("holds/{}/", uuid::Uuid::new_v4().simple());
+        let wires = endpoints
+            .iter()
+            .map(|u| {
+                crate::wire::Wire::for_base(u, Duration::from_secs(30))
+                    .with_context(|| format!("{u} is not a plain http://host:port endpoint"))
+            })
+            .collect::<anyhow::Result<_>>()?;
         let e = Self {
             http,
+            wires,
             endpoints: endpoints.to_vec(),
             prefix,
         };
@@ -366,10 +376,17 @@ impl Etcd {
                 "request_put": { "key": k, "value": value }
             })).collect::<Vec<_>>(),
         });
-        match self.post(pick, "/v3/kv/txn", body).await {
-            Ok(v) if v["succeeded"] == true => Outcome::Held(id),
-            Ok(_) => Outcome::Conflict,
-            Err(_) => Outcome::Error,
+        let Ok(body) = serde_json::to_vec(&body) else {
+            return Outcome::Error;
+        };
+        let wire = &self.wires[pick % self.wires.len()];
+        match wire.send("POST", "/v3/kv/txn", &[], Some(&body)).await {
+            Ok(r) if r.status == 200 => match serde_json::from_slice::<Value>(&r.body) {
+                Ok(v) if v["succeeded"] == true => Outcome::Held(id),
+                Ok(_) => Outcome::Conflict,
+                Err(_) => Outcome::Error,
+            },
+            _ => Outcome::Error,
         }
     }
 

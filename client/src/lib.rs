@@ -11,7 +11,9 @@ pub mod bench_queue;
 pub mod bench_realtime;
 pub mod bench_targets;
 mod orders;
+pub mod wire;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -23,6 +25,9 @@ use serde_json::Value;
 pub enum ClientError {
     #[error("transport: {0}")]
     Transport(#[from] reqwest::Error),
+    /// The lean transport of the load generators ([`wire`]).
+    #[error("transport: {0}")]
+    Wire(#[from] wire::WireError),
     #[error("{status} {code}: {message} (request {request_id})")]
     Api {
         status: u16,
@@ -200,6 +205,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     admin_key: Option<String>,
+    /// The lean transport for the hot requests of `boxoffice bench`, if enabled.
+    wire: Option<Arc<wire::Wire>>,
 }
 
 impl Client {
@@ -220,7 +227,16 @@ impl Client {
             http,
             base: base.into().trim_end_matches('/').to_string(),
             admin_key: None,
+            wire: None,
         }
+    }
+
+    /// Sends holds, releases, queue joins and status polls over [`wire::Wire`]
+    /// (a load generator's hot requests at a fraction of reqwest's CPU) when the
+    /// base is plain `http://host:port`; everything else still goes by reqwest.
+    pub fn with_wire(mut self) -> Self {
+        self.wire = wire::Wire::for_base(&self.base, Duration::from_secs(30)).map(Arc::new);
+        self
     }
 
     /// Sends `X-Admin-Key` on operator calls.
@@ -249,18 +265,23 @@ impl Client {
     }
 
     async fn parse<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
-        let status = resp.status();
+        let status = resp.status().as_u16();
         let text = resp.text().await?;
-        if status.is_success() {
-            return serde_json::from_str(&text)
+        Self::parse_text(status, &text)
+    }
+
+    /// A success body as `T`, or the API error an error body describes.
+    fn parse_text<T: DeserializeOwned>(status: u16, text: &str) -> Result<T> {
+        if (200..300).contains(&status) {
+            return serde_json::from_str(text)
                 .map_err(|e| ClientError::Unexpected(format!("{e}: {text}")));
         }
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
         let err = &v["error"];
         Err(ClientError::Api {
-            status: status.as_u16(),
+            status,
             code: err["code"].as_str().unwrap_or("UNKNOWN").to_string(),
-            message: err["message"].as_str().unwrap_or(&text).to_string(),
+            message: err["message"].as_str().unwrap_or(text).to_string(),
             request_id: err["request_id"].as_str().unwrap_or("").to_string(),
             details: err["details"].clone(),
         })
@@ -461,6 +482,10 @@ impl Client {
         body: &Value,
         idempotency_key: Option<&str>,
     ) -> Result<Value> {
+        if let Some(w) = &self.wire {
+            let key = idempotency_key.map(|k| ("idempotency-key", k));
+            return wire::call(w, "POST", "/v1/seats/reserve", Some(token), key, Some(body)).await;
+        }
         let mut rb = self
             .http
             .post(format!("{}/v1/seats/reserve", self.base))
@@ -486,6 +511,10 @@ impl Client {
 
     /// `DELETE /v1/reservations/{id}` (204 → `Ok(())`).
     pub async fn release(&self, token: &str, id: &str) -> Result<()> {
+        if let Some(w) = &self.wire {
+            let path = format!("/v1/reservations/{id}");
+            return wire::call_no_content(w, "DELETE", &path, Some(token)).await;
+        }
         let resp = self
             .http
             .delete(format!("{}/v1/reservations/{id}", self.base))
@@ -502,6 +531,10 @@ impl Client {
         body: &Value,
         device: Option<&str>,
     ) -> Result<Value> {
+        if let Some(w) = &self.wire {
+            let device = device.map(|d| ("x-device-id", d));
+            return wire::call(w, "POST", "/v1/queue/join", Some(token), device, Some(body)).await;
+        }
         let mut rb = self
             .http
             .post(format!("{}/v1/queue/join", self.base))
@@ -515,6 +548,13 @@ impl Client {
 
     /// `GET /v1/queue/status?queue_token=...`.
     pub async fn queue_status(&self, queue_token: &str) -> Result<Value> {
+        if let Some(w) = &self.wire {
+            let path = format!(
+                "/v1/queue/status?queue_token={}",
+                wire::query_value(queue_token)
+            );
+            return wire::call(w, "GET", &path, None, None, None).await;
+        }
         Self::parse(
             self.http
                 .get(format!("{}/v1/queue/status", self.base))
