@@ -237,7 +237,23 @@ async fn every_status_code_of_holds_through_leader_and_followers() -> Result<()>
             assert_eq!(e.status(), Some(400), "{bad:?}");
         }
     }
-    let _ = other_event;
+
+    // The load generator's lean transport (`Client::with_wire`) against real
+    // nodes: a hold through a follower and its retry by idempotency key, the same
+    // seats refused through the leader (the API error parsed), a release, and the
+    // seats held again by someone else.
+    let (wire_lead, wire_foll) = (lead.clone().with_wire(), foll.clone().with_wire());
+    let body = json!({"event_id": other_event, "seat_ids": [other_seats[0], other_seats[1]]});
+    let r = wire_foll.reserve(&a, &body, Some("wire-hold-1")).await?;
+    let id = s(&r["reservation_id"]);
+    assert_eq!(r["seat_ids"], json!([other_seats[0], other_seats[1]]));
+    let again = wire_foll.reserve(&a, &body, Some("wire-hold-1")).await?;
+    assert_eq!(s(&again["reservation_id"]), id);
+    let e = wire_lead.reserve(&b, &body, None).await.unwrap_err();
+    assert_eq!(code(&e), (409, "SEATS_UNAVAILABLE".into()));
+    wire_lead.release(&a, &id).await?;
+    let r = wire_lead.reserve(&b, &body, None).await?;
+    assert_ne!(s(&r["reservation_id"]), id);
     Ok(())
 }
 

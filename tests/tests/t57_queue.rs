@@ -90,7 +90,10 @@ async fn join_status_admission_access_and_leave_through_every_node() -> Result<(
     let qa = s(&ja["queue_token"]);
     assert!(ja["queue_position"].as_u64().is_some(), "{ja}");
     assert!(ja["poll_interval_seconds"].as_u64().unwrap_or(0) > 0);
+    // (Through the load generator's lean transport: the same answer.)
     let e = lead
+        .clone()
+        .with_wire()
         .join_queue(&a, &json!({"event_id": ev}), Some("dev-a"))
         .await
         .unwrap_err();
@@ -154,7 +157,10 @@ async fn join_status_admission_access_and_leave_through_every_node() -> Result<(
     assert_eq!(code(&e), (503, "QUEUE_FULL".into()));
     // One shopper at a time: b and c stay queued, in order, while a shops.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (sb, sc) = (foll.queue_status(&qb).await?, lead.queue_status(&qc).await?);
+    let (sb, sc) = (
+        foll.clone().with_wire().queue_status(&qb).await?,
+        lead.queue_status(&qc).await?,
+    );
     assert_eq!(
         (sb["status"].clone(), sb["queue_position"].clone()),
         (json!("QUEUED"), json!(1))
