@@ -37,6 +37,8 @@ pub enum WireError {
     Io(#[from] std::io::Error),
     #[error("malformed response: {0}")]
     Protocol(String),
+    #[error("not sent: {0}")]
+    Request(String),
 }
 
 /// A whole response.
@@ -96,6 +98,13 @@ impl Wire {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<Reply, WireError> {
+        // Written as given: a line break would end the head early (a second request).
+        let mut parts = [method, path_and_query]
+            .into_iter()
+            .chain(headers.iter().flat_map(|(n, v)| [*n, *v]));
+        if let Some(bad) = parts.find(|p| p.contains(['\r', '\n'])) {
+            return Err(WireError::Request(format!("a line break in {bad:?}")));
+        }
         let request = self.encode(method, path_and_query, headers, body);
         tokio::time::timeout(self.timeout, self.exchange(&request))
             .await
@@ -481,5 +490,20 @@ mod tests {
         assert!(Wire::for_base("http://127.0.0.1:1/", Duration::ZERO).is_some());
         assert_eq!(query_value("a.b-c_~9"), "a.b-c_~9");
         assert_eq!(query_value("a b&c"), "a%20b%26c");
+    }
+
+    #[tokio::test]
+    async fn a_line_break_in_the_head_is_refused_unsent() {
+        let wire =
+            Wire::for_base("http://127.0.0.1:9", Duration::from_secs(1)).expect("plain http");
+        let bad = wire
+            .send(
+                "GET",
+                "/",
+                &[("authorization", "Bearer t\r\nx-evil: 1")],
+                None,
+            )
+            .await;
+        assert!(matches!(bad, Err(WireError::Request(_))), "{bad:?}");
     }
 }
