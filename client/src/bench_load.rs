@@ -399,6 +399,8 @@ async fn step(pool: Arc<Pool>, rate: f64, seconds: u64, max_in_flight: u64) -> S
 /// What `overload` measured.
 pub struct OverloadReport {
     pub capacity: f64,
+    /// Closed-loop clients of the capacity probe.
+    pub probe_clients: usize,
     pub steps: Vec<Step>,
     pub generator_cpu_s: f64,
     pub elapsed: Duration,
@@ -412,6 +414,7 @@ pub async fn overload(
     tokens: Vec<String>,
     multiples: &[f64],
     seconds: u64,
+    probe_clients: usize,
 ) -> anyhow::Result<OverloadReport> {
     let map = clients[0].seat_map(&event).await?;
     let seat_ids = Client::seats_of(&map)
@@ -426,7 +429,7 @@ pub async fn overload(
     });
     let cpu0 = process_cpu_seconds();
     let started = Instant::now();
-    let capacity = capacity(pool.clone(), 64, 5).await;
+    let capacity = capacity(pool.clone(), probe_clients, 5).await;
     anyhow::ensure!(capacity > 0.0, "the probe got no answers");
     let mut steps = Vec::new();
     for m in multiples {
@@ -434,6 +437,7 @@ pub async fn overload(
     }
     Ok(OverloadReport {
         capacity,
+        probe_clients,
         steps,
         generator_cpu_s: process_cpu_seconds() - cpu0,
         elapsed: started.elapsed(),
@@ -450,7 +454,8 @@ pub fn overload_table(r: &OverloadReport) -> String {
         }
     };
     let mut out = format!(
-        "capacity probe (64 clients, closed loop): {:.0} answered holds/s\n\n| offered/s | × capacity | goodput/s | goodput / peak | served p50 ms | served p99 ms | refused (429/503) | refused p99 ms | failed (timeouts, errors) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "capacity probe ({} clients, closed loop): {:.0} answered holds/s\n\n| offered/s | × capacity | goodput/s | goodput / peak | served p50 ms | served p99 ms | refused (429/503) | refused p99 ms | failed (timeouts, errors) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        r.probe_clients,
         r.capacity
     );
     let peak = r

@@ -202,6 +202,10 @@ enum BenchCmd {
         /// Seconds per step.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Closed-loop clients of the capacity probe: enough to saturate the
+        /// cluster (64 left this 2-core machine a third idle).
+        #[arg(long, default_value_t = 256)]
+        probe_clients: usize,
     },
     /// Status writes over 1 event group versus many, under the same client load.
     Groups {
@@ -503,12 +507,14 @@ async fn main() -> anyhow::Result<()> {
             users,
             steps,
             seconds,
+            probe_clients,
         }) => {
             let urls = or_default(urls, &cli.url);
             let (pool, tokens, event) =
                 bench_load::fans_and_event(&urls, &admin_key()?, *users, *seats, "overload")
                     .await?;
-            let report = bench_load::overload(pool, event, tokens, steps, *seconds).await?;
+            let report =
+                bench_load::overload(pool, event, tokens, steps, *seconds, *probe_clients).await?;
             println!(
                 "overload: open-loop holds of random pairs (each released after), {seconds} s per step, against {}",
                 urls.join(", ")

@@ -269,10 +269,18 @@ pub async fn run(
     }
     tracing::info!(node = me, http = %node.http_addr, peer = %node.peer_addr, fresh, "node started");
 
-    let app = crate::api::router(ctx).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(http_incoming(http), app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let http = http.into_std().map_err(Error::Io)?;
+    let served = api_runtime()
+        .spawn(async move {
+            // Built here so that what the router starts runs on the API's runtime.
+            let app = crate::api::router(ctx).into_make_service_with_connect_info::<SocketAddr>();
+            let http = TcpListener::from_std(http)?;
+            axum::serve(http_incoming(http), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("REST server task: {e}"))));
 
     tracing::info!(node = me, "shutting down");
     for t in tasks {
@@ -286,6 +294,31 @@ pub async fn run(
     }
     groups.stop_all().await;
     served.map_err(Error::Io)
+}
+
+/// The runtime the REST API's connections and handlers run on, apart from the
+/// one Raft, the peer server and the node's duties run on (built on first use,
+/// for the process's life; if it cannot be built, the API shares the node's).
+///
+/// Under overload the API has thousands of requests to parse, refuse or serve;
+/// on one runtime, a follower's append, a heartbeat or a read-index round queued
+/// behind them, answered past openraft's deadline (the heartbeat interval), and
+/// commits stalled. On their own runtime, the few Raft tasks wait only for the
+/// CPU, which the kernel gives first to a thread that was sleeping.
+fn api_runtime() -> tokio::runtime::Handle {
+    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    let built = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name("api")
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::warn!("no API runtime ({e}); the API shares the node's"))
+            .ok()
+    });
+    built
+        .as_ref()
+        .map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone())
 }
 
 /// Peer connections as accepted, without Nagle: the builder's `tcp_nodelay` does

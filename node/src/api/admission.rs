@@ -9,20 +9,53 @@
 //! `api.max_in_flight`. A request over the limit is answered at once with 503
 //! `OVERLOADED` and `Retry-After: 1`, so the excess of an overload is refused in
 //! milliseconds while what is admitted is served within the target.
+//!
+//! Latency is measured from admission, so it cannot see requests waiting to be
+//! read at all: with the CPU taken by admitted work, refusals queued in socket
+//! buffers for over a second. So the runtime's lag counts too ([`watch_lag`]:
+//! how late a timer on the API's runtime fires): a window in which it was over a
+//! third of the target cuts the limit like a slow one.
+//!
+//! [`watch_lag`]: Admission::watch_lag
+//!
+//! Work that finishes what a fan started ([`Priority::Finish`]: releasing a hold,
+//! paying for it, leaving the queue) may go a quarter over the limit
+//! ([`FINISH_HEADROOM`]): under overload the node sheds new holds first. A refused
+//! release would come back as a retry, and meanwhile its seats stay held and count
+//! against the fan's ticket limit.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// How often the limit is reconsidered.
 pub const WINDOW: Duration = Duration::from_millis(100);
+/// How often the runtime's lag is sampled.
+pub const LAG_PERIOD: Duration = Duration::from_millis(10);
 /// The limit never goes below this: a node always serves a few requests at once.
 pub const MIN_LIMIT: f64 = 32.0;
+/// How far over the limit [`Priority::Finish`] requests are still admitted, as a
+/// share of the limit.
+pub const FINISH_HEADROOM: f64 = 0.25;
+
+/// Which requests a node at its limit refuses first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// New work: holds, queue joins, reads. Refused at the limit.
+    Start,
+    /// Work that completes or undoes what a fan started (releases, orders,
+    /// cancellations, leaving the queue). Admitted up to [`FINISH_HEADROOM`] over
+    /// the limit.
+    Finish,
+}
 
 /// One node's admission state.
 pub struct Admission {
     state: Mutex<State>,
     max: f64,
     target: Duration,
+    /// The most a lag sample was late in this window, in microseconds.
+    lag_us: AtomicU64,
 }
 
 struct State {
@@ -56,17 +89,44 @@ impl Admission {
             }),
             max,
             target,
+            lag_us: AtomicU64::new(0),
         })
+    }
+
+    /// Samples, on the calling runtime, how late a timer fires (every
+    /// [`LAG_PERIOD`]): work waiting for a worker thread, requests not yet read
+    /// included. Ends when the admission state is dropped.
+    pub fn watch_lag(self: &Arc<Self>) {
+        let me: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let asked = Instant::now();
+                tokio::time::sleep(LAG_PERIOD).await;
+                let late = asked.elapsed().saturating_sub(LAG_PERIOD);
+                let Some(me) = me.upgrade() else { return };
+                me.record_lag(late);
+            }
+        });
+    }
+
+    fn record_lag(&self, late: Duration) {
+        let us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        self.lag_us.fetch_max(us, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A place for one request, or `None` if the node is at its limit.
-    pub fn try_admit(self: &Arc<Self>) -> Option<Ticket> {
+    /// A place for one request, or `None` if the node is at its limit (for
+    /// [`Priority::Finish`]: past the limit's headroom).
+    pub fn try_admit(self: &Arc<Self>, priority: Priority) -> Option<Ticket> {
         let mut s = self.lock();
-        if s.in_flight as f64 >= s.limit.floor() {
+        let bound = match priority {
+            Priority::Start => s.limit.floor(),
+            Priority::Finish => (s.limit * (1.0 + FINISH_HEADROOM)).floor(),
+        };
+        if s.in_flight as f64 >= bound {
             s.limited = true;
             return None;
         }
@@ -95,8 +155,10 @@ impl Admission {
             return;
         }
         let mean = s.latency_sum / s.completed.max(1);
+        let lag = Duration::from_micros(self.lag_us.swap(0, Ordering::Relaxed));
+        metrics::gauge!("boxoffice_http_runtime_lag_seconds").set(lag.as_secs_f64());
         let min = MIN_LIMIT.min(self.max);
-        if mean > self.target {
+        if mean > self.target || lag > self.target / 3 {
             s.limit = (s.limit * 0.8).max(min);
         } else if s.limited {
             s.limit = (s.limit + (s.limit / 10.0).max(1.0)).min(self.max);
@@ -128,12 +190,14 @@ mod tests {
     /// One window: `n` requests (as many as are admitted) answered after
     /// `latency`, then one more answer once the window is over, which closes it.
     fn window(a: &Arc<Admission>, n: usize, latency: Duration) {
-        let tickets: Vec<_> = (0..n).filter_map(|_| a.try_admit()).collect();
+        let tickets: Vec<_> = (0..n)
+            .filter_map(|_| a.try_admit(Priority::Start))
+            .collect();
         for t in tickets {
             answer(t, latency);
         }
         std::thread::sleep(WINDOW);
-        if let Some(t) = a.try_admit() {
+        if let Some(t) = a.try_admit(Priority::Start) {
             answer(t, latency);
         }
     }
@@ -150,10 +214,10 @@ mod tests {
         assert_eq!(a.limit(), MIN_LIMIT as usize, "never below the floor");
         // At the limit: the next request is refused until one is answered.
         let held: Vec<_> = (0..MIN_LIMIT as usize)
-            .filter_map(|_| a.try_admit())
+            .filter_map(|_| a.try_admit(Priority::Start))
             .collect();
         assert_eq!(held.len(), MIN_LIMIT as usize);
-        assert!(a.try_admit().is_none());
+        assert!(a.try_admit(Priority::Start).is_none());
         drop(held);
         // Fast windows that hit the limit raise it again, up to the ceiling.
         for _ in 0..100 {
@@ -165,5 +229,52 @@ mod tests {
         let cut = a.limit();
         window(&a, 5, Duration::from_millis(1));
         assert_eq!(a.limit(), cut);
+    }
+
+    #[test]
+    fn a_lagging_runtime_cuts_the_limit_even_when_answers_are_fast() {
+        let a = Admission::new(100, Duration::from_millis(60));
+        window(&a, 200, Duration::from_millis(1));
+        assert_eq!(a.limit(), 100);
+        a.record_lag(Duration::from_millis(5));
+        window(&a, 200, Duration::from_millis(1));
+        assert_eq!(a.limit(), 100, "a little lag is not overload");
+        a.record_lag(Duration::from_millis(30));
+        window(&a, 200, Duration::from_millis(1));
+        assert_eq!(a.limit(), 80, "lag over a third of the target cuts");
+        window(&a, 200, Duration::from_millis(1));
+        assert_eq!(a.limit(), 88, "the next window without lag raises it again");
+    }
+
+    #[tokio::test]
+    async fn the_lag_watch_samples_the_runtime_and_ends_with_the_admission() {
+        let a = Admission::new(100, Duration::from_millis(60));
+        a.watch_lag();
+        // Block this (current-thread) runtime: the sampler's timer fires late.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        std::thread::sleep(Duration::from_millis(40));
+        tokio::time::sleep(LAG_PERIOD * 2).await;
+        assert!(a.lag_us.load(Ordering::Relaxed) >= 20_000);
+        let weak = Arc::downgrade(&a);
+        drop(a);
+        tokio::time::sleep(LAG_PERIOD * 3).await;
+        assert!(weak.upgrade().is_none());
+    }
+
+    #[test]
+    fn finishing_work_goes_a_quarter_over_the_limit_and_no_further() {
+        let a = Admission::new(40, Duration::from_millis(50));
+        let new: Vec<_> = (0..60)
+            .filter_map(|_| a.try_admit(Priority::Start))
+            .collect();
+        assert_eq!(new.len(), 40, "new work stops at the limit");
+        let finishing: Vec<_> = (0..60)
+            .filter_map(|_| a.try_admit(Priority::Finish))
+            .collect();
+        assert_eq!(finishing.len(), 10, "finishing work gets the headroom only");
+        assert!(a.try_admit(Priority::Start).is_none());
+        drop(finishing);
+        assert!(a.try_admit(Priority::Start).is_none(), "still at the limit");
+        assert!(a.try_admit(Priority::Finish).is_some());
     }
 }

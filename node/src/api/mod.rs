@@ -122,6 +122,13 @@ pub fn routed() -> Vec<Route> {
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.api.max_body_bytes;
     let max_in_flight = state.config.api.max_in_flight;
+    let admission = admission::Admission::new(
+        max_in_flight,
+        Duration::from_millis(state.config.api.target_latency_ms),
+    );
+    if tokio::runtime::Handle::try_current().is_ok() {
+        admission.watch_lag();
+    }
     // The public API: bounded in-flight work (shed at once when full), then rate
     // limits. `/health` and `/metrics` stay outside both, so an overloaded node
     // still reports on itself.
@@ -136,13 +143,7 @@ pub fn router(state: AppState) -> Router {
             apikeys::check,
         ))
         // One admission state shared by every route (axum layers each route).
-        .route_layer(middleware::from_fn_with_state(
-            admission::Admission::new(
-                max_in_flight,
-                Duration::from_millis(state.config.api.target_latency_ms),
-            ),
-            admit,
-        ));
+        .route_layer(middleware::from_fn_with_state(admission, admit));
     node_routes()
         .0
         .merge(v1)
@@ -165,7 +166,7 @@ async fn admit(
     req: axum::extract::Request,
     next: middleware::Next,
 ) -> axum::response::Response {
-    match admission.try_admit() {
+    match admission.try_admit(priority(&req)) {
         Some(ticket) => {
             let response = next.run(req).await;
             drop(ticket);
@@ -176,6 +177,22 @@ async fn admit(
             ApiError::unavailable("OVERLOADED", "the node is at capacity; retry shortly", 1)
                 .into_response()
         }
+    }
+}
+
+/// Releases, orders and cancellations finish what a fan started; under overload
+/// they are refused after new holds and joins ([`admission::Priority`]).
+fn priority(req: &Request) -> admission::Priority {
+    let finishing = req.method() == Method::DELETE
+        || (req.method() == Method::POST
+            && req
+                .extensions()
+                .get::<MatchedPath>()
+                .is_some_and(|p| p.as_str().starts_with("/v1/orders")));
+    if finishing {
+        admission::Priority::Finish
+    } else {
+        admission::Priority::Start
     }
 }
 

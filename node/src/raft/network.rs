@@ -313,15 +313,19 @@ impl GroupNetwork {
     }
 }
 
-/// A transport failure: the peer could not be reached (back off) or answered with an
-/// error that is not Raft's (retry later).
+/// A transport failure: the peer could not be reached (`Unavailable`: no
+/// connection; openraft backs off, 500 ms, before it tries again), or anything
+/// else, a call that ran out of time included (openraft tries again at its next
+/// heartbeat or entry, without backing off).
+///
+/// A busy peer answers an append late, past the heartbeat interval openraft
+/// allows it; backing off from it for 500 ms as if it were gone stalled commits
+/// under overload (both followers late at once: no quorum for half a second).
 fn status_to_rpc_error<E: std::error::Error>(
     status: &tonic::Status,
 ) -> RPCError<NodeId, NodeInfo, RaftError<NodeId, E>> {
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            RPCError::Unreachable(Unreachable::new(status))
-        }
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(status)),
         _ => RPCError::Network(NetworkError::new(status)),
     }
 }
@@ -352,5 +356,29 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         self.call(Rpc::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Err = RPCError<NodeId, NodeInfo, RaftError<NodeId>>;
+
+    #[test]
+    fn only_a_peer_without_a_connection_is_unreachable_a_late_answer_is_not() {
+        let unreachable: Err =
+            status_to_rpc_error(&tonic::Status::unavailable("tcp connect error"));
+        assert!(matches!(unreachable, RPCError::Unreachable(_)));
+        for late in [
+            tonic::Status::deadline_exceeded("no answer within 150ms"),
+            tonic::Status::cancelled("Timeout expired"),
+        ] {
+            let e: Err = status_to_rpc_error(&late);
+            assert!(
+                matches!(e, RPCError::Network(_)),
+                "{late:?} must not back off"
+            );
+        }
     }
 }
