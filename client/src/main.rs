@@ -249,9 +249,16 @@ async fn fans(pool: &[Client], n: usize, concurrency: usize) -> anyhow::Result<V
     bench_holds::register_users_at(pool, n, &tag[..8], concurrency).await
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Bench(_)) {
+        // Before the runtime's threads exist, so that they inherit it.
+        println!("{}", bench::raise_priority());
+    }
+    tokio::runtime::Runtime::new()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let admin_key = || {
         cli.admin_key
             .clone()

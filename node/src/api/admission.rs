@@ -11,10 +11,12 @@
 //! milliseconds while what is admitted is served within the target.
 //!
 //! Latency is measured from admission, so it cannot see requests waiting to be
-//! read at all: with the CPU taken by admitted work, refusals queued in socket
-//! buffers for over a second. So the runtime's lag counts too ([`watch_lag`]:
-//! how late a timer on the API's runtime fires): a window in which it was over a
-//! third of the target cuts the limit like a slow one.
+//! read. The runtime's lag ([`watch_lag`]: how late a timer on the API's runtime
+//! fires) is reported as `boxoffice_http_runtime_lag_seconds` but does not move
+//! the limit: tried as a cut (a window with lag over a third of the target), it
+//! drove the limit to its floor at 3× overload, where the lag comes from reading
+//! and refusing the excess, which admitting less does not reduce (goodput 21% of
+//! the peak against 55% without it).
 //!
 //! [`watch_lag`]: Admission::watch_lag
 //!
@@ -158,7 +160,7 @@ impl Admission {
         let lag = Duration::from_micros(self.lag_us.swap(0, Ordering::Relaxed));
         metrics::gauge!("boxoffice_http_runtime_lag_seconds").set(lag.as_secs_f64());
         let min = MIN_LIMIT.min(self.max);
-        if mean > self.target || lag > self.target / 3 {
+        if mean > self.target {
             s.limit = (s.limit * 0.8).max(min);
         } else if s.limited {
             s.limit = (s.limit + (s.limit / 10.0).max(1.0)).min(self.max);
@@ -232,18 +234,18 @@ mod tests {
     }
 
     #[test]
-    fn a_lagging_runtime_cuts_the_limit_even_when_answers_are_fast() {
+    fn lag_is_reported_per_window_and_leaves_the_limit_alone() {
         let a = Admission::new(100, Duration::from_millis(60));
-        window(&a, 200, Duration::from_millis(1));
-        assert_eq!(a.limit(), 100);
-        a.record_lag(Duration::from_millis(5));
-        window(&a, 200, Duration::from_millis(1));
-        assert_eq!(a.limit(), 100, "a little lag is not overload");
         a.record_lag(Duration::from_millis(30));
+        a.record_lag(Duration::from_millis(5));
+        assert_eq!(
+            a.lag_us.load(Ordering::Relaxed),
+            30_000,
+            "the window's worst"
+        );
         window(&a, 200, Duration::from_millis(1));
-        assert_eq!(a.limit(), 80, "lag over a third of the target cuts");
-        window(&a, 200, Duration::from_millis(1));
-        assert_eq!(a.limit(), 88, "the next window without lag raises it again");
+        assert_eq!(a.limit(), 100, "fast answers: no cut, whatever the lag");
+        assert_eq!(a.lag_us.load(Ordering::Relaxed), 0, "a new window starts");
     }
 
     #[tokio::test]
