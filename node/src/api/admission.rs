@@ -16,7 +16,7 @@
 //! the limit: tried as a cut (a window with lag over a third of the target), it
 //! drove the limit to its floor at 3× overload, where the lag comes from reading
 //! and refusing the excess, which admitting less does not reduce (goodput 21% of
-//! the peak against 55% without it).
+//! the peak against 58% without it).
 //!
 //! [`watch_lag`]: Admission::watch_lag
 //!
