@@ -272,7 +272,6 @@ pub async fn run(
     let http = http.into_std().map_err(Error::Io)?;
     let served = api_runtime()
         .spawn(async move {
-            // Built here so that what the router starts runs on the API's runtime.
             let app = crate::api::router(ctx).into_make_service_with_connect_info::<SocketAddr>();
             let http = TcpListener::from_std(http)?;
             axum::serve(http_incoming(http), app)

@@ -11,14 +11,10 @@
 //! milliseconds while what is admitted is served within the target.
 //!
 //! Latency is measured from admission, so it cannot see requests waiting to be
-//! read. The runtime's lag ([`watch_lag`]: how late a timer on the API's runtime
-//! fires) is reported as `boxoffice_http_runtime_lag_seconds` but does not move
-//! the limit: tried as a cut (a window with lag over a third of the target), it
-//! drove the limit to its floor at 3× overload, where the lag comes from reading
-//! and refusing the excess, which admitting less does not reduce (goodput 21% of
-//! the peak against 58% without it).
-//!
-//! [`watch_lag`]: Admission::watch_lag
+//! read. Cutting the limit on the runtime's lag as well (how late a timer on the
+//! API's runtime fired) was tried and dropped: it drove the limit to its floor at
+//! 3× overload, where the lag comes from reading and refusing the excess, which
+//! admitting less does not reduce (goodput 21% of the peak against 58% without).
 //!
 //! Work that finishes what a fan started ([`Priority::Finish`]: releasing a hold,
 //! paying for it, leaving the queue) may go a quarter over the limit
@@ -26,14 +22,11 @@
 //! release would come back as a retry, and meanwhile its seats stay held and count
 //! against the fan's ticket limit.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often the limit is reconsidered.
 pub const WINDOW: Duration = Duration::from_millis(100);
-/// How often the runtime's lag is sampled.
-pub const LAG_PERIOD: Duration = Duration::from_millis(10);
 /// The limit never goes below this: a node always serves a few requests at once.
 pub const MIN_LIMIT: f64 = 32.0;
 /// How far over the limit [`Priority::Finish`] requests are still admitted, as a
@@ -56,8 +49,6 @@ pub struct Admission {
     state: Mutex<State>,
     max: f64,
     target: Duration,
-    /// The most a lag sample was late in this window, in microseconds.
-    lag_us: AtomicU64,
 }
 
 struct State {
@@ -91,29 +82,7 @@ impl Admission {
             }),
             max,
             target,
-            lag_us: AtomicU64::new(0),
         })
-    }
-
-    /// Samples, on the calling runtime, how late a timer fires (every
-    /// [`LAG_PERIOD`]): work waiting for a worker thread, requests not yet read
-    /// included. Ends when the admission state is dropped.
-    pub fn watch_lag(self: &Arc<Self>) {
-        let me: Weak<Self> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                let asked = Instant::now();
-                tokio::time::sleep(LAG_PERIOD).await;
-                let late = asked.elapsed().saturating_sub(LAG_PERIOD);
-                let Some(me) = me.upgrade() else { return };
-                me.record_lag(late);
-            }
-        });
-    }
-
-    fn record_lag(&self, late: Duration) {
-        let us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
-        self.lag_us.fetch_max(us, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -157,8 +126,6 @@ impl Admission {
             return;
         }
         let mean = s.latency_sum / s.completed.max(1);
-        let lag = Duration::from_micros(self.lag_us.swap(0, Ordering::Relaxed));
-        metrics::gauge!("boxoffice_http_runtime_lag_seconds").set(lag.as_secs_f64());
         let min = MIN_LIMIT.min(self.max);
         if mean > self.target {
             s.limit = (s.limit * 0.8).max(min);
@@ -231,36 +198,6 @@ mod tests {
         let cut = a.limit();
         window(&a, 5, Duration::from_millis(1));
         assert_eq!(a.limit(), cut);
-    }
-
-    #[test]
-    fn lag_is_reported_per_window_and_leaves_the_limit_alone() {
-        let a = Admission::new(100, Duration::from_millis(60));
-        a.record_lag(Duration::from_millis(30));
-        a.record_lag(Duration::from_millis(5));
-        assert_eq!(
-            a.lag_us.load(Ordering::Relaxed),
-            30_000,
-            "the window's worst"
-        );
-        window(&a, 200, Duration::from_millis(1));
-        assert_eq!(a.limit(), 100, "fast answers: no cut, whatever the lag");
-        assert_eq!(a.lag_us.load(Ordering::Relaxed), 0, "a new window starts");
-    }
-
-    #[tokio::test]
-    async fn the_lag_watch_samples_the_runtime_and_ends_with_the_admission() {
-        let a = Admission::new(100, Duration::from_millis(60));
-        a.watch_lag();
-        // Block this (current-thread) runtime: the sampler's timer fires late.
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        std::thread::sleep(Duration::from_millis(40));
-        tokio::time::sleep(LAG_PERIOD * 2).await;
-        assert!(a.lag_us.load(Ordering::Relaxed) >= 20_000);
-        let weak = Arc::downgrade(&a);
-        drop(a);
-        tokio::time::sleep(LAG_PERIOD * 3).await;
-        assert!(weak.upgrade().is_none());
     }
 
     #[test]

@@ -126,9 +126,6 @@ pub fn router(state: AppState) -> Router {
         max_in_flight,
         Duration::from_millis(state.config.api.target_latency_ms),
     );
-    if tokio::runtime::Handle::try_current().is_ok() {
-        admission.watch_lag();
-    }
     // The public API: bounded in-flight work (shed at once when full), then rate
     // limits. `/health` and `/metrics` stay outside both, so an overloaded node
     // still reports on itself.
