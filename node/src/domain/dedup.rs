@@ -2,8 +2,14 @@
 //! lost reply, a timeout or a leader change) returns the first outcome instead of
 //! applying twice. Eviction is by stamped time, so every replica forgets the same
 //! ids at the same log index.
+//!
+//! Each response is kept as the bytes that are persisted for it (shared, not
+//! copied, when the machine is cloned for a snapshot, and dumped as they are):
+//! an hour of an on-sale's requests is most of an event group's state, and a
+//! duplicate, the only reader of a response, is rare.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -19,25 +25,38 @@ const PREFIX: u8 = b'd';
 /// Remembered request ids with their responses.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct Dedup {
-    entries: BTreeMap<Uuid, (i64, Response)>,
+    /// Each id's stored value: `(stamped ms, response)` encoded.
+    entries: BTreeMap<Uuid, Arc<[u8]>>,
     by_time: BTreeSet<(i64, Uuid)>,
 }
 
 impl Dedup {
-    pub fn get(&self, id: &Uuid) -> Option<&Response> {
-        self.entries.get(id).map(|(_, r)| r)
+    /// Whether `id` is remembered.
+    pub fn contains(&self, id: &Uuid) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    /// The first response to `id`, if it is remembered.
+    pub fn get(&self, id: &Uuid) -> Option<Response> {
+        self.entries.get(id).map(|stored| {
+            // Every stored value was encoded here or decoded by `restore` first.
+            let (_, response): (i64, Response) =
+                codec::decode(stored).expect("a remembered response decodes");
+            response
+        })
     }
 
     pub fn remember(
         &mut self,
         id: Uuid,
         at_ms: i64,
-        response: Response,
+        response: &Response,
         changes: &mut Vec<Change>,
     ) {
-        changes.push(Change::Put(key(&id), encode(at_ms, &response)));
+        let stored = encode(at_ms, response);
         self.by_time.insert((at_ms, id));
-        self.entries.insert(id, (at_ms, response));
+        self.entries.insert(id, Arc::from(stored.as_slice()));
+        changes.push(Change::Put(key(&id), stored));
     }
 
     /// Forgets ids older than the window as of `now_ms`.
@@ -65,15 +84,15 @@ impl Dedup {
     pub fn restore(&mut self, k: &[u8], v: &[u8]) -> crate::error::Result<()> {
         let id = Uuid::from_slice(&k[1..])
             .map_err(|e| crate::error::Error::Decode(format!("dedup key: {e}")))?;
-        let (at, response): (i64, Response) = codec::decode(v)?;
+        let (at, _): (i64, Response) = codec::decode(v)?;
         self.by_time.insert((at, id));
-        self.entries.insert(id, (at, response));
+        self.entries.insert(id, Arc::from(v));
         Ok(())
     }
 
     pub fn dump(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
-        for (id, (at, r)) in &self.entries {
-            out.push((key(id), encode(*at, r)));
+        for (id, stored) in &self.entries {
+            out.push((key(id), stored.to_vec()));
         }
     }
 }

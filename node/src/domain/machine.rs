@@ -81,7 +81,7 @@ impl GroupMachine {
         };
         self.dedup.evict(ctx.now_ms, &mut changes);
         if let Some(first) = self.dedup.get(&cmd.request_id) {
-            return (first.clone(), changes);
+            return (first, changes);
         }
         let mut domain_changes = Vec::new();
         let response = match (&mut self.domain, cmd.body) {
@@ -95,7 +95,7 @@ impl GroupMachine {
         };
         changes.extend(domain_changes.into_iter().map(prefix_domain));
         self.dedup
-            .remember(cmd.request_id, ctx.now_ms, response.clone(), &mut changes);
+            .remember(cmd.request_id, ctx.now_ms, &response, &mut changes);
         (response, changes)
     }
 
@@ -105,7 +105,7 @@ impl GroupMachine {
     /// the log. A request id the machine remembers always goes through the log: a
     /// retry's answer is its first outcome.
     pub fn refusal_from_state(&self, proposal: &Proposal, now_ms: i64) -> Option<Response> {
-        if self.dedup.get(&proposal.request_id).is_some() {
+        if self.dedup.contains(&proposal.request_id) {
             return None;
         }
         // What the machine's clock would read when applying it.
