@@ -305,19 +305,33 @@ pub async fn run(
 /// commits stalled. On their own runtime, the few Raft tasks wait only for the
 /// CPU, which the kernel gives first to a thread that was sleeping.
 fn api_runtime() -> tokio::runtime::Handle {
-    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
-        std::sync::OnceLock::new();
-    let built = RUNTIME.get_or_init(|| {
+    static RUNTIME: OwnRuntime = std::sync::OnceLock::new();
+    own_runtime(&RUNTIME, "API", || {
         tokio::runtime::Builder::new_multi_thread()
             .thread_name("api")
             .enable_all()
             .build()
-            .map_err(|e| tracing::warn!("no API runtime ({e}); the API shares the node's"))
+    })
+}
+
+/// Where a part of the node keeps the runtime [`own_runtime`] built for it.
+pub(crate) type OwnRuntime = std::sync::OnceLock<Option<tokio::runtime::Runtime>>;
+
+/// A runtime of its own for one part of the node (`what`, for the log): built by
+/// `build` on the first call, kept in `cell` for the process's life. If it cannot
+/// be built, that part shares the calling runtime.
+pub(crate) fn own_runtime(
+    cell: &'static OwnRuntime,
+    what: &str,
+    build: impl FnOnce() -> std::io::Result<tokio::runtime::Runtime>,
+) -> tokio::runtime::Handle {
+    cell.get_or_init(|| {
+        build()
+            .map_err(|e| tracing::warn!("no {what} runtime ({e}); it shares the node's"))
             .ok()
-    });
-    built
-        .as_ref()
-        .map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone())
+    })
+    .as_ref()
+    .map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone())
 }
 
 /// Peer connections as accepted, without Nagle: the builder's `tcp_nodelay` does

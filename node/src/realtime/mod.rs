@@ -56,21 +56,15 @@ const CONNECTION_NICE: libc::c_int = 10;
 /// takes CPU they need. The first call builds it (for the process's life); if it
 /// cannot be built, connections share the node's runtime.
 pub fn connection_runtime(threads: usize) -> tokio::runtime::Handle {
-    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
-        std::sync::OnceLock::new();
-    let built = RUNTIME.get_or_init(|| {
+    static RUNTIME: crate::server::OwnRuntime = std::sync::OnceLock::new();
+    crate::server::own_runtime(&RUNTIME, "realtime", || {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("realtime")
             .on_thread_start(lower_priority)
             .enable_all()
             .build()
-            .map_err(|e| tracing::warn!("no realtime runtime ({e}); connections share the node's"))
-            .ok()
-    });
-    built
-        .as_ref()
-        .map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone())
+    })
 }
 
 /// Lowers the calling thread's CPU priority (Linux: nice is per thread).
