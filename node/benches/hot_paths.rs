@@ -147,6 +147,77 @@ fn inventory(c: &mut Criterion) {
     g.finish();
 }
 
+/// A snapshot's cut of a busy event: all 10,000 pairs held, so 10,000
+/// reservations and 10,000 remembered request ids.
+fn snapshot(c: &mut Criterion) {
+    let mut g = c.benchmark_group("snapshot");
+    let mut full = opened();
+    for p in 0..10_000 {
+        full.apply(hold(p), 2 + u64::from(p));
+    }
+    g.bench_function("freeze an event with 10,000 holds", |b| {
+        b.iter(|| black_box(full.freeze()))
+    });
+    g.bench_function("dump an event with 10,000 holds", |b| {
+        let frozen = full.freeze();
+        b.iter(|| black_box(frozen.dump()))
+    });
+    // What a frozen cut costs the applies that run while it is being dumped: the
+    // first change to each shared node of a table copies that node.
+    g.throughput(Throughput::Elements(u64::from(BATCH)));
+    let releases: Vec<Command> = (0..BATCH)
+        .map(|p| {
+            command(
+                3_000_000 + u128::from(p),
+                20_000,
+                InventoryCommand::Release {
+                    event_id: EVENT,
+                    reservation_id: ids::reservation(&EVENT, &Uuid::from_u128(u128::from(p))),
+                    user_id: Uuid::from_u128(10_000_000 + u128::from(p)),
+                },
+            )
+        })
+        .collect();
+    // A machine that shares nothing with `full` (a clone would share its tables).
+    let dumped = full.dump();
+    let unshared = || {
+        GroupMachine::restore(
+            GroupKind::Inventory,
+            dumped.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+        )
+        .expect("restore")
+    };
+    g.bench_function("apply 1000 releases while a cut is alive", |b| {
+        b.iter_batched(
+            || {
+                let m = unshared();
+                let cut = m.freeze();
+                (m, cut)
+            },
+            |(mut m, cut)| {
+                for (i, cmd) in releases.iter().enumerate() {
+                    black_box(m.apply(cmd.clone(), 20_000 + i as u64));
+                }
+                (m, cut)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("apply 1000 releases, no cut", |b| {
+        b.iter_batched(
+            unshared,
+            |mut m| {
+                for (i, cmd) in releases.iter().enumerate() {
+                    black_box(m.apply(cmd.clone(), 20_000 + i as u64));
+                }
+                m
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
 fn entries(c: &mut Criterion) {
     let mut g = c.benchmark_group("log entry");
     let e = entry(42, hold(7));
@@ -187,5 +258,5 @@ fn log_store(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, inventory, entries, log_store);
+criterion_group!(benches, inventory, snapshot, entries, log_store);
 criterion_main!(benches);

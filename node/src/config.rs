@@ -106,7 +106,9 @@ impl Default for RaftSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSettings {
-    /// Deadline for a request that needs a group leader (routing, retries, commit).
+    /// Deadline for a request that needs a group leader (routing, retries, commit);
+    /// at most [`crate::domain::MAX_REQUEST_DEADLINE_MS`], so a retry of a write
+    /// always finds its first outcome (docs/design.md, "Exactly-once").
     pub request_timeout_ms: u64,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
@@ -505,6 +507,10 @@ impl ClusterConfig {
                 return bad("payments.stripe_timeout_ms must be at least 1".into());
             }
         }
+        let deadline = crate::domain::MAX_REQUEST_DEADLINE_MS;
+        if !(1..=deadline).contains(&self.api.request_timeout_ms) {
+            return bad(format!("api.request_timeout_ms must be 1 to {deadline}"));
+        }
         if self.api.max_in_flight == 0 {
             return bad("api.max_in_flight must be at least 1".into());
         }
@@ -612,6 +618,10 @@ mod tests {
         let idle = format!("{BASE}\n[realtime]\nthreads = 0\n");
         let err = ClusterConfig::parse(&idle, Path::new(".")).unwrap_err();
         assert!(err.to_string().contains("realtime.threads"), "{err}");
+        // Minted request ids must outlive the router's retries of them.
+        let slow = format!("{BASE}\n[api]\nrequest_timeout_ms = 60001\n");
+        let err = ClusterConfig::parse(&slow, Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("api.request_timeout_ms"), "{err}");
     }
 
     #[test]

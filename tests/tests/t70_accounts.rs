@@ -61,6 +61,25 @@ async fn register_login_me_and_every_bad_token_is_refused() -> Result<()> {
         .unwrap_err();
     assert_eq!(code(&e), (422, "VALIDATION_FAILED".into()));
 
+    // An Idempotency-Key names a registration of one email: its retry gets the
+    // first outcome, and someone else's registration with the same key is theirs.
+    let http = reqwest::Client::new();
+    let register = |email: &'static str| {
+        http.post(format!("{}/v1/auth/register", c.client(1).base()))
+            .header("idempotency-key", "signup-1")
+            .json(&json!({"email": email, "password": "long enough", "name": "K"}))
+            .send()
+    };
+    let first: Value = register("key@example.com").await?.json().await?;
+    let retry = register("key@example.com").await?;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.json::<Value>().await?, first);
+    let other = register("other@example.com").await?;
+    assert_eq!(other.status(), 201);
+    let other: Value = other.json().await?;
+    assert_eq!(other["email"], "other@example.com");
+    assert_ne!(other["user_id"], first["user_id"]);
+
     // Wrong password and unknown email: the same 401.
     for (email, password) in [
         ("fan@example.com", "wrong horse"),

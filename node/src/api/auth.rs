@@ -114,8 +114,10 @@ pub async fn register(
         name,
         password_hash,
     };
+    // Scoped by the email: two people who happen to send the same key must not
+    // get each other's registration (and see each other's email and name).
     let proposal = Proposal {
-        request_id: request_id_for(&headers, "auth.register")?,
+        request_id: request_id_for(&headers, &format!("auth.register.{}", user.email))?,
         body: CommandBody::Catalog(CatalogCommand::RegisterUser(user.clone())),
     };
     let applied = ctx.propose(GroupId::CATALOG, proposal).await?;

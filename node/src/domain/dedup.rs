@@ -3,22 +3,50 @@
 //! applying twice. Eviction is by stamped time, so every replica forgets the same
 //! ids at the same log index.
 //!
-//! Each response is kept as the bytes that are persisted for it (shared, not
-//! copied, when the machine is cloned for a snapshot, and dumped as they are):
-//! an hour of an on-sale's requests is most of an event group's state, and a
-//! duplicate, the only reader of a response, is rare.
+//! How long an id is kept depends on who named it. A client names a request with
+//! an `Idempotency-Key`, which the API maps to a UUIDv5, and a node names its own
+//! internal commands (sweeps, the waiting room's admissions) with v5 ids too; a
+//! client may retry a name long after, so names are kept an hour. A write without
+//! a key gets a random (v4) id minted for that one HTTP request, and only the
+//! router ever retries it, within the request's deadline: those are kept two
+//! minutes. Most writes of an on-sale carry minted ids, so this bounds most of the
+//! table by minutes of writes instead of an hour.
+//!
+//! Each response is kept as the bytes that are persisted for it (dumped as they
+//! are, decoded only for a duplicate): an hour of an on-sale's requests is most of
+//! an event group's state, and a duplicate, the only reader of a response, is rare.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{Change, Response};
+use super::{Change, Response, Table};
 use crate::codec;
 
-/// How long (in stamped time) a request id is remembered: one hour. A retry later
-/// than that is a new request.
+/// How long (in stamped time) a named request id is remembered: one hour. A retry
+/// later than that is a new request.
 pub const DEDUP_WINDOW_MS: i64 = 60 * 60 * 1000;
+
+/// How long (in stamped time) a minted request id is remembered: two minutes. Only
+/// the router retries one, within the request's deadline, which the configuration
+/// caps at [`MAX_REQUEST_DEADLINE_MS`]; the rest is room for leaders' clocks to
+/// disagree (a leader whose clock runs ahead moves the machine's clock ahead).
+pub const MINTED_WINDOW_MS: i64 = 2 * 60 * 1000;
+
+/// The longest request deadline (`api.request_timeout_ms`) a node accepts: minted
+/// ids must outlive every retry of theirs.
+pub const MAX_REQUEST_DEADLINE_MS: u64 = 60 * 1000;
+
+/// How long `id` is remembered: minted (random, v4) ids for [`MINTED_WINDOW_MS`],
+/// every other id, a name, for [`DEDUP_WINDOW_MS`].
+fn window_ms(id: &Uuid) -> i64 {
+    if id.get_version() == Some(uuid::Version::Random) {
+        MINTED_WINDOW_MS
+    } else {
+        DEDUP_WINDOW_MS
+    }
+}
 
 const PREFIX: u8 = b'd';
 
@@ -26,9 +54,14 @@ const PREFIX: u8 = b'd';
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct Dedup {
     /// Each id's stored value: `(stamped ms, response)` encoded.
-    entries: BTreeMap<Uuid, Arc<[u8]>>,
+    entries: Table<Uuid, Arc<[u8]>>,
+    // Derived from `entries`: each id by the stamped time it is forgotten after.
     by_time: BTreeSet<(i64, Uuid)>,
 }
+
+/// The persisted part of a [`Dedup`] at one index (see [`Dedup::freeze`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Records(Table<Uuid, Arc<[u8]>>);
 
 impl Dedup {
     /// Whether `id` is remembered.
@@ -54,16 +87,15 @@ impl Dedup {
         changes: &mut Vec<Change>,
     ) {
         let stored = encode(at_ms, response);
-        self.by_time.insert((at_ms, id));
+        self.by_time.insert((forget_after(at_ms, &id), id));
         self.entries.insert(id, Arc::from(stored.as_slice()));
         changes.push(Change::Put(key(&id), stored));
     }
 
-    /// Forgets ids older than the window as of `now_ms`.
+    /// Forgets ids whose window is over as of `now_ms`.
     pub fn evict(&mut self, now_ms: i64, changes: &mut Vec<Change>) {
-        let horizon = now_ms.saturating_sub(DEDUP_WINDOW_MS);
-        while let Some(&(at, id)) = self.by_time.first() {
-            if at >= horizon {
+        while let Some(&(until, id)) = self.by_time.first() {
+            if until >= now_ms {
                 break;
             }
             self.by_time.pop_first();
@@ -85,16 +117,28 @@ impl Dedup {
         let id = Uuid::from_slice(&k[1..])
             .map_err(|e| crate::error::Error::Decode(format!("dedup key: {e}")))?;
         let (at, _): (i64, Response) = codec::decode(v)?;
-        self.by_time.insert((at, id));
+        self.by_time.insert((forget_after(at, &id), id));
         self.entries.insert(id, Arc::from(v));
         Ok(())
     }
 
+    /// The remembered entries as they are now, in O(1).
+    pub fn freeze(&self) -> Records {
+        Records(self.entries.clone())
+    }
+}
+
+impl Records {
     pub fn dump(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
-        for (id, stored) in &self.entries {
+        for (id, stored) in &self.0 {
             out.push((key(id), stored.to_vec()));
         }
     }
+}
+
+/// The last stamped time `id`, remembered at `at_ms`, is still remembered at.
+fn forget_after(at_ms: i64, id: &Uuid) -> i64 {
+    at_ms.saturating_add(window_ms(id))
 }
 
 fn key(id: &Uuid) -> Vec<u8> {

@@ -159,18 +159,21 @@ impl GroupMachine {
 
     /// Every persisted key-value of this machine (what [`GroupMachine::restore`] takes).
     pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut out = Vec::new();
-        if self.clock_ms != 0 {
-            out.push((CLOCK_KEY.to_vec(), self.clock_ms.to_be_bytes().to_vec()));
+        self.freeze().dump()
+    }
+
+    /// The persisted records as they are now, taken in O(1) of the machine's size
+    /// (their tables share nodes with the machine's) and dumped later without it:
+    /// how a snapshot cuts the machine while applies wait.
+    pub fn freeze(&self) -> Frozen {
+        Frozen {
+            clock_ms: self.clock_ms,
+            dedup: self.dedup.freeze(),
+            domain: match &self.domain {
+                Domain::Catalog(c) => FrozenDomain::Catalog(c.freeze()),
+                Domain::Inventory(i) => FrozenDomain::Inventory(i.freeze()),
+            },
         }
-        self.dedup.dump(&mut out);
-        let mut domain = Vec::new();
-        match &self.domain {
-            Domain::Catalog(c) => c.dump(&mut domain),
-            Domain::Inventory(i) => i.dump(&mut domain),
-        }
-        out.extend(domain.into_iter().map(|(k, v)| (with_domain_prefix(k), v)));
-        out
     }
 
     /// The catalog, if this group is the catalog.
@@ -197,6 +200,38 @@ impl GroupMachine {
     /// Request ids currently remembered for exactly-once.
     pub fn remembered_requests(&self) -> usize {
         self.dedup.len()
+    }
+}
+
+/// A machine's persisted records at one applied index ([`GroupMachine::freeze`]).
+#[derive(Debug, Clone)]
+pub struct Frozen {
+    clock_ms: i64,
+    dedup: super::dedup::Records,
+    domain: FrozenDomain,
+}
+
+#[derive(Debug, Clone)]
+enum FrozenDomain {
+    Catalog(super::catalog::Records),
+    Inventory(super::inventory::Frozen),
+}
+
+impl Frozen {
+    /// Every persisted key-value (what [`GroupMachine::restore`] takes).
+    pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        if self.clock_ms != 0 {
+            out.push((CLOCK_KEY.to_vec(), self.clock_ms.to_be_bytes().to_vec()));
+        }
+        self.dedup.dump(&mut out);
+        let mut domain = Vec::new();
+        match &self.domain {
+            FrozenDomain::Catalog(c) => c.dump(&mut domain),
+            FrozenDomain::Inventory(i) => i.dump(&mut domain),
+        }
+        out.extend(domain.into_iter().map(|(k, v)| (with_domain_prefix(k), v)));
+        out
     }
 }
 

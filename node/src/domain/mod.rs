@@ -16,14 +16,20 @@ pub mod inventory;
 mod machine;
 pub mod money;
 
-pub use dedup::DEDUP_WINDOW_MS;
-pub use machine::{GroupKind, GroupMachine};
+pub use dedup::{DEDUP_WINDOW_MS, MAX_REQUEST_DEADLINE_MS, MINTED_WINDOW_MS};
+pub use machine::{Frozen, GroupKind, GroupMachine};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use catalog::{CatalogCommand, CatalogResponse};
 use inventory::{InventoryAnswer, InventoryCommand, InventoryQuery, InventoryResponse};
+
+/// A table of a machine's persisted records. It is a persistent ordered map: a
+/// clone shares the map's nodes, so [`GroupMachine::freeze`] takes a snapshot's
+/// cut in O(1), and while that cut is dumped the live machine copies only the
+/// nodes it changes.
+pub(crate) type Table<K, V> = imbl::OrdMap<K, V>;
 
 /// Where and when a command is applied: its log index and its leader-stamped time
 /// (never earlier than any time the machine has seen before).

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::machine::encode_value;
-use super::{ApplyCtx, Change};
+use super::{ApplyCtx, Change, Table};
 use crate::codec;
 use crate::error::{Error, Result};
 
@@ -126,17 +126,9 @@ pub enum CatalogRejection {
 /// The catalog's replicated state.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Catalog {
-    cluster_uuid: Option<Uuid>,
-    token_key: Option<Vec<u8>>,
-    nodes: BTreeMap<u64, NodeRecord>,
-    users: BTreeMap<Uuid, User>,
-    api_keys: BTreeMap<[u8; 32], ApiKey>,
-    /// Venues and events are shared with readers (`Arc`): a node caches what it
-    /// derives from one (an event's layout) and knows it is still current while
-    /// the catalog holds the same allocation. A change replaces the `Arc`.
-    venues: BTreeMap<Uuid, Arc<Venue>>,
-    events: BTreeMap<Uuid, Arc<Event>>,
-    // Derived from `events`:
+    /// What is persisted; everything else here is derived from it.
+    records: Records,
+    // Derived from `records.events`:
     by_group: BTreeMap<u64, Uuid>,
     /// Words of event names, artists, venue names and cities.
     search: search::SearchIndex,
@@ -144,10 +136,9 @@ pub struct Catalog {
     by_prefix: BTreeMap<crate::domain::ids::Prefix, Uuid>,
     load: BTreeMap<u64, usize>,
     leads: BTreeMap<u64, usize>,
-    // Derived from `users`:
+    // Derived from `records.users`:
     by_email: BTreeMap<String, Uuid>,
-    payment_methods: BTreeMap<Uuid, PaymentMethod>,
-    // Derived from `payment_methods`: each user's, oldest first.
+    // Derived from `records.payment_methods`: each user's, oldest first.
     methods_of: BTreeMap<Uuid, std::collections::BTreeSet<(i64, Uuid)>>,
 }
 
@@ -164,20 +155,20 @@ impl Catalog {
                 nodes,
                 token_key,
             } => {
-                if self.cluster_uuid.is_none() {
-                    self.cluster_uuid = Some(cluster_uuid);
+                if self.records.cluster_uuid.is_none() {
+                    self.records.cluster_uuid = Some(cluster_uuid);
                     changes.push(Change::Put(
                         GENESIS_KEY.to_vec(),
                         encode_value(&cluster_uuid),
                     ));
                     changes.push(Change::Put(TOKEN_KEY.to_vec(), encode_value(&token_key)));
-                    self.token_key = Some(token_key);
+                    self.records.token_key = Some(token_key);
                     for n in nodes {
                         self.put_node(n, changes);
                     }
                 }
                 CatalogResponse::Genesis {
-                    cluster_uuid: self.cluster_uuid.unwrap_or(cluster_uuid),
+                    cluster_uuid: self.records.cluster_uuid.unwrap_or(cluster_uuid),
                 }
             }
             CatalogCommand::RegisterNode(n) => {
@@ -193,7 +184,7 @@ impl Catalog {
                 if let Err(msg) = super::catalog::check_name("name", &k.name, false) {
                     return reject(CatalogRejection::Invalid(msg));
                 }
-                if self.api_keys.contains_key(&k.key_hash) {
+                if self.records.api_keys.contains_key(&k.key_hash) {
                     return reject(CatalogRejection::Invalid("this API key exists".into()));
                 }
                 k.created_ms = ctx.now_ms;
@@ -202,7 +193,7 @@ impl Catalog {
                     encode_value(&k),
                 ));
                 let key_id = k.key_id;
-                self.api_keys.insert(k.key_hash, k);
+                self.records.api_keys.insert(k.key_hash, k);
                 CatalogResponse::ApiKeyCreated { key_id }
             }
             CatalogCommand::CreateEvent {
@@ -222,7 +213,7 @@ impl Catalog {
             key(NODE_PREFIX, &n.node_id.to_be_bytes()),
             encode_value(&n),
         ));
-        self.nodes.insert(n.node_id, n);
+        self.records.nodes.insert(n.node_id, n);
     }
 
     fn create_venue(
@@ -231,7 +222,7 @@ impl Catalog {
         ctx: ApplyCtx,
         changes: &mut Vec<Change>,
     ) -> CatalogResponse {
-        if self.venues.contains_key(&new.venue_id) {
+        if self.records.venues.contains_key(&new.venue_id) {
             return reject(CatalogRejection::VenueExists(new.venue_id));
         }
         let capacity = match new.validate() {
@@ -255,7 +246,7 @@ impl Catalog {
         ));
         self.search
             .add_venue(venue.venue_id, &venue.name, &venue.city);
-        self.venues.insert(venue.venue_id, Arc::new(venue));
+        self.records.venues.insert(venue.venue_id, Arc::new(venue));
         CatalogResponse::VenueCreated {
             venue_id: new.venue_id,
             capacity,
@@ -269,7 +260,7 @@ impl Catalog {
         ctx: ApplyCtx,
         changes: &mut Vec<Change>,
     ) -> CatalogResponse {
-        if self.events.contains_key(&spec.event_id) {
+        if self.records.events.contains_key(&spec.event_id) {
             return reject(CatalogRejection::EventExists(spec.event_id));
         }
         if self
@@ -278,15 +269,15 @@ impl Catalog {
         {
             return reject(CatalogRejection::IdPrefixTaken);
         }
-        let Some(venue) = self.venues.get(&spec.venue_id) else {
+        let Some(venue) = self.records.venues.get(&spec.venue_id) else {
             return reject(CatalogRejection::UnknownVenue(spec.venue_id));
         };
         if let Err(msg) = spec.validate().and_then(|()| spec.validate_against(venue)) {
             return reject(CatalogRejection::Invalid(msg));
         }
-        let Some(replicas) = place(&self.nodes, &self.load, &self.leads, r) else {
+        let Some(replicas) = place(&self.records.nodes, &self.load, &self.leads, r) else {
             return reject(CatalogRejection::NotEnoughNodes {
-                have: self.nodes.len(),
+                have: self.records.nodes.len(),
                 need: r,
             });
         };
@@ -303,7 +294,7 @@ impl Catalog {
             encode_value(&event),
         ));
         self.index_event(&event);
-        self.events.insert(event_id, Arc::new(event));
+        self.records.events.insert(event_id, Arc::new(event));
         CatalogResponse::EventCreated {
             event_id,
             group_id,
@@ -320,7 +311,7 @@ impl Catalog {
         if let Err(msg) = new.validate() {
             return reject(CatalogRejection::Invalid(msg));
         }
-        if self.by_email.contains_key(&new.email) || self.users.contains_key(&new.user_id) {
+        if self.by_email.contains_key(&new.email) || self.records.users.contains_key(&new.user_id) {
             return reject(CatalogRejection::EmailTaken);
         }
         let user = User {
@@ -336,7 +327,7 @@ impl Catalog {
         ));
         self.by_email.insert(user.email.clone(), user.user_id);
         let user_id = user.user_id;
-        self.users.insert(user_id, user);
+        self.records.users.insert(user_id, user);
         CatalogResponse::UserRegistered { user_id }
     }
 
@@ -362,31 +353,31 @@ impl Catalog {
 
     pub(super) fn restore(&mut self, k: &[u8], v: &[u8]) -> Result<()> {
         match k.first() {
-            _ if k == GENESIS_KEY => self.cluster_uuid = Some(codec::decode(v)?),
-            _ if k == TOKEN_KEY => self.token_key = Some(codec::decode(v)?),
+            _ if k == GENESIS_KEY => self.records.cluster_uuid = Some(codec::decode(v)?),
+            _ if k == TOKEN_KEY => self.records.token_key = Some(codec::decode(v)?),
             Some(&API_KEY_PREFIX) => {
                 let k: ApiKey = codec::decode(v)?;
-                self.api_keys.insert(k.key_hash, k);
+                self.records.api_keys.insert(k.key_hash, k);
             }
             Some(&USER_PREFIX) => {
                 let u: User = codec::decode(v)?;
                 self.by_email.insert(u.email.clone(), u.user_id);
-                self.users.insert(u.user_id, u);
+                self.records.users.insert(u.user_id, u);
             }
             Some(&NODE_PREFIX) => {
                 let n: NodeRecord = codec::decode(v)?;
-                self.nodes.insert(n.node_id, n);
+                self.records.nodes.insert(n.node_id, n);
             }
             Some(&VENUE_PREFIX) => {
                 let venue: Venue = codec::decode(v)?;
                 self.search
                     .add_venue(venue.venue_id, &venue.name, &venue.city);
-                self.venues.insert(venue.venue_id, Arc::new(venue));
+                self.records.venues.insert(venue.venue_id, Arc::new(venue));
             }
             Some(&EVENT_PREFIX) => {
                 let e: Event = codec::decode(v)?;
                 self.index_event(&e);
-                self.events.insert(e.spec.event_id, Arc::new(e));
+                self.records.events.insert(e.spec.event_id, Arc::new(e));
             }
             Some(&PAYMENT_PREFIX) => {
                 let pm: PaymentMethod = codec::decode(v)?;
@@ -394,14 +385,40 @@ impl Catalog {
                     .entry(pm.user_id)
                     .or_default()
                     .insert((pm.created_ms, pm.payment_method_id));
-                self.payment_methods.insert(pm.payment_method_id, pm);
+                self.records
+                    .payment_methods
+                    .insert(pm.payment_method_id, pm);
             }
             _ => return Err(Error::Decode(format!("unknown catalog key {k:?}"))),
         }
         Ok(())
     }
 
-    pub(super) fn dump(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+    /// The persisted records as they are now, in O(1) of users, venues and events
+    /// (see [`Table`]; the cluster's nodes are few and copied).
+    pub(super) fn freeze(&self) -> Records {
+        self.records.clone()
+    }
+}
+
+/// The catalog's persisted records: the keys `apply` writes and `dump` lists.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Records {
+    cluster_uuid: Option<Uuid>,
+    token_key: Option<Vec<u8>>,
+    nodes: BTreeMap<u64, NodeRecord>,
+    users: Table<Uuid, User>,
+    api_keys: Table<[u8; 32], ApiKey>,
+    /// Venues and events are shared with readers (`Arc`): a node caches what it
+    /// derives from one (an event's layout) and knows it is still current while
+    /// the catalog holds the same allocation. A change replaces the `Arc`.
+    venues: Table<Uuid, Arc<Venue>>,
+    events: Table<Uuid, Arc<Event>>,
+    payment_methods: Table<Uuid, PaymentMethod>,
+}
+
+impl Records {
+    pub(crate) fn dump(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
         if let Some(u) = &self.cluster_uuid {
             out.push((GENESIS_KEY.to_vec(), encode_value(u)));
         }
@@ -433,61 +450,65 @@ impl Catalog {
             ));
         }
     }
+}
 
+impl Catalog {
     /// The cluster's bootstrap id, once the genesis command is applied.
     pub fn cluster_uuid(&self) -> Option<Uuid> {
-        self.cluster_uuid
+        self.records.cluster_uuid
     }
 
     /// The key that signs the cluster's tokens, once the genesis command is applied.
     pub fn token_key(&self) -> Option<&[u8]> {
-        self.token_key.as_deref()
+        self.records.token_key.as_deref()
     }
 
     /// An API key by the SHA-256 of its secret.
     pub fn api_key(&self, hash: &[u8; 32]) -> Option<&ApiKey> {
-        self.api_keys.get(hash)
+        self.records.api_keys.get(hash)
     }
 
     pub fn user(&self, id: &Uuid) -> Option<&User> {
-        self.users.get(id)
+        self.records.users.get(id)
     }
 
     /// A user by normalized email.
     pub fn user_by_email(&self, email: &str) -> Option<&User> {
-        self.by_email.get(email).and_then(|id| self.users.get(id))
+        self.by_email
+            .get(email)
+            .and_then(|id| self.records.users.get(id))
     }
 
     /// Nodes the catalog knows, by id.
     pub fn nodes(&self) -> &BTreeMap<u64, NodeRecord> {
-        &self.nodes
+        &self.records.nodes
     }
 
     pub fn venue(&self, id: &Uuid) -> Option<&Venue> {
-        self.venues.get(id).map(|v| &**v)
+        self.records.venues.get(id).map(|v| &**v)
     }
 
     /// A venue as the catalog holds it: the same `Arc` until the venue changes.
     pub fn venue_shared(&self, id: &Uuid) -> Option<&Arc<Venue>> {
-        self.venues.get(id)
+        self.records.venues.get(id)
     }
 
     /// Venues in id order.
     pub fn venues(&self) -> impl Iterator<Item = &Venue> {
-        self.venues.values().map(|v| &**v)
+        self.records.venues.values().map(|v| &**v)
     }
 
     pub fn venue_count(&self) -> usize {
-        self.venues.len()
+        self.records.venues.len()
     }
 
     pub fn event(&self, id: &Uuid) -> Option<&Event> {
-        self.events.get(id).map(|e| &**e)
+        self.records.events.get(id).map(|e| &**e)
     }
 
     /// An event as the catalog holds it: the same `Arc` until the event changes.
     pub fn event_shared(&self, id: &Uuid) -> Option<&Arc<Event>> {
-        self.events.get(id)
+        self.records.events.get(id)
     }
 
     /// The event whose inventory a group holds.
@@ -502,7 +523,7 @@ impl Catalog {
 
     /// Events in id order.
     pub fn events(&self) -> impl Iterator<Item = &Event> {
-        self.events.values().map(|e| &**e)
+        self.records.events.values().map(|e| &**e)
     }
 }
 

@@ -83,7 +83,9 @@ impl Catalog {
             .entry(pm.user_id)
             .or_default()
             .insert((pm.created_ms, pm.payment_method_id));
-        self.payment_methods.insert(pm.payment_method_id, pm);
+        self.records
+            .payment_methods
+            .insert(pm.payment_method_id, pm);
     }
 
     pub(super) fn add_payment_method(
@@ -95,10 +97,10 @@ impl Catalog {
         if let Err(msg) = pm.validate() {
             return reject(CatalogRejection::Invalid(msg));
         }
-        if !self.users.contains_key(&pm.user_id) {
+        if !self.records.users.contains_key(&pm.user_id) {
             return reject(CatalogRejection::UnknownUser);
         }
-        if let Some(existing) = self.payment_methods.get(&pm.payment_method_id) {
+        if let Some(existing) = self.records.payment_methods.get(&pm.payment_method_id) {
             // Ids are derived from request ids: the same one again is a retry.
             return match existing.user_id == pm.user_id {
                 true => CatalogResponse::PaymentMethodAdded(existing.clone()),
@@ -124,6 +126,7 @@ impl Catalog {
         changes: &mut Vec<Change>,
     ) -> CatalogResponse {
         let Some(pm) = self
+            .records
             .payment_methods
             .get(&id)
             .filter(|pm| pm.user_id == user_id)
@@ -131,7 +134,7 @@ impl Catalog {
         else {
             return reject(CatalogRejection::UnknownPaymentMethod);
         };
-        self.payment_methods.remove(&id);
+        self.records.payment_methods.remove(&id);
         changes.push(Change::Delete(key(PAYMENT_PREFIX, id.as_bytes())));
         let mine = self.methods_of.entry(user_id).or_default();
         mine.remove(&(pm.created_ms, id));
@@ -140,7 +143,9 @@ impl Catalog {
             self.methods_of.remove(&user_id);
         }
         if pm.is_default {
-            if let Some(mut promoted) = next.and_then(|n| self.payment_methods.get(&n).cloned()) {
+            if let Some(mut promoted) =
+                next.and_then(|n| self.records.payment_methods.get(&n).cloned())
+            {
                 promoted.is_default = true;
                 self.put_payment_method(promoted, changes);
             }
@@ -150,7 +155,7 @@ impl Catalog {
 
     /// One payment method by id.
     pub fn payment_method(&self, id: &Uuid) -> Option<&PaymentMethod> {
-        self.payment_methods.get(id)
+        self.records.payment_methods.get(id)
     }
 
     /// A user's payment methods, oldest first.
@@ -159,7 +164,7 @@ impl Catalog {
             .get(user)
             .into_iter()
             .flatten()
-            .filter_map(|(_, id)| self.payment_methods.get(id))
+            .filter_map(|(_, id)| self.records.payment_methods.get(id))
             .collect()
     }
 }

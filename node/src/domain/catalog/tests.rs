@@ -158,6 +158,44 @@ fn request_ids_are_forgotten_after_the_window_by_stamped_time() {
 }
 
 #[test]
+fn minted_request_ids_are_forgotten_sooner_than_named_ones() {
+    let minted = Uuid::new_v4();
+    let named = Uuid::new_v5(&Uuid::NAMESPACE_OID, b"seats.reserve.user\nkey-1");
+    let at = |id: Uuid, t: i64, v: u128| Command {
+        request_id: id,
+        stamped_ms: t,
+        body: CommandBody::Catalog(CatalogCommand::CreateVenue(venue(v, 30))),
+    };
+    let window = crate::domain::MINTED_WINDOW_MS;
+    let (m, disk, out) = run(vec![
+        at(minted, 10, 1),
+        at(named, 10, 2),
+        // Within the minted window, both retries get their first outcome.
+        at(minted, 10 + window, 1),
+        at(named, 10 + window, 2),
+        // Past it, only the named id is remembered.
+        cmd(9, 11 + window, CatalogCommand::CreateVenue(venue(3, 30))),
+    ]);
+    assert_eq!(out[0], out[2]);
+    assert_eq!(out[1], out[3]);
+    assert_eq!(m.remembered_requests(), 2);
+    assert_eq!(disk.keys().filter(|k| k[0] == b'd').count(), 2);
+    let restored = GroupMachine::restore(
+        GroupKind::Catalog,
+        disk.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    )
+    .expect("restore");
+    assert_eq!(restored, m);
+    // A retry of the minted id now is a new request: the venue exists.
+    let (_, _, again) = run(vec![
+        at(minted, 10, 1),
+        cmd(9, 11 + window, CatalogCommand::CreateVenue(venue(3, 30))),
+        at(minted, 12 + window, 1),
+    ]);
+    assert_ne!(again[2], again[0]);
+}
+
+#[test]
 fn genesis_counts_once_and_time_never_runs_backwards() {
     let (m, _, out) = run(vec![
         cmd(

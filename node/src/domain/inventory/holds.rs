@@ -77,6 +77,7 @@ impl Inventory {
     /// Recomputes every derived structure from the layout and the reservations.
     pub(super) fn rebuild(&mut self) {
         let Some((seat_count, seat_tier, tiers)) = self
+            .records
             .layout
             .as_ref()
             .map(|l| (l.seat_count, l.seat_tiers(), l.tiers.len()))
@@ -96,12 +97,14 @@ impl Inventory {
         self.expiries.clear();
         self.last_updated_ms = 0;
         let occupying: Vec<Reservation> = self
+            .records
             .reservations
             .values()
             .filter(|r| r.occupies())
             .cloned()
             .collect();
         self.last_updated_ms = self
+            .records
             .reservations
             .values()
             .map(|r| r.created_ms.max(r.closed_ms))
@@ -173,7 +176,7 @@ impl Inventory {
         now_ms: i64,
         changes: &mut Vec<Change>,
     ) -> Option<Reservation> {
-        let old = self.reservations.get(&id)?.clone();
+        let old = self.records.reservations.get(&id)?.clone();
         self.vacate(&old);
         let mut new = old;
         new.status = status;
@@ -187,7 +190,7 @@ impl Inventory {
         }
         self.last_updated_ms = self.last_updated_ms.max(now_ms);
         changes.push(Change::Put(reservation_key(&id), encode_value(&new)));
-        self.reservations.insert(id, new.clone());
+        self.records.reservations.insert(id, new.clone());
         Some(new)
     }
 
@@ -207,7 +210,7 @@ impl Inventory {
 
     /// The sale status now.
     pub(super) fn sale_status(&self, now_ms: i64) -> Option<super::SaleStatus> {
-        let layout = self.layout.as_ref()?;
+        let layout = self.records.layout.as_ref()?;
         let all_sold = self.sold >= layout.seat_count;
         Some(layout.sale_status(self.status_record().status, now_ms, all_sold))
     }
@@ -227,7 +230,7 @@ impl Inventory {
         if !status.allows_holds() {
             return Err(InventoryRejection::NotOnSale(status));
         }
-        if self.reservations.contains_key(&reservation_id) {
+        if self.records.reservations.contains_key(&reservation_id) {
             return Err(InventoryRejection::Invalid(format!(
                 "reservation {reservation_id} exists"
             )));
@@ -237,7 +240,7 @@ impl Inventory {
                 "hold time must be positive".into(),
             ));
         }
-        let (limit, event_id) = match &self.layout {
+        let (limit, event_id) = match &self.records.layout {
             Some(l) => (l.max_per_user, l.event_id),
             None => return Err(InventoryRejection::NotOpen),
         };
@@ -257,7 +260,7 @@ impl Inventory {
             Pick::Best { quantity, tier_id } => self.best_available(quantity, tier_id)?,
         };
         let (mut price_cents, mut fees_cents) = (0u64, 0u64);
-        if let Some(layout) = &self.layout {
+        if let Some(layout) = &self.records.layout {
             for &s in &seats {
                 if let Some(t) = self
                     .seat_tier
@@ -287,7 +290,7 @@ impl Inventory {
             encode_value(&r),
         ));
         let view = self.view_at(&r, ctx.now_ms);
-        self.reservations.insert(reservation_id, r);
+        self.records.reservations.insert(reservation_id, r);
         Ok(view)
     }
 
@@ -312,12 +315,12 @@ impl Inventory {
         else {
             return None;
         };
-        let layout = self.layout.as_ref()?;
-        if self.event_id != Some(*event_id) || layout.event_id != *event_id {
+        let layout = self.records.layout.as_ref()?;
+        if self.records.event_id != Some(*event_id) || layout.event_id != *event_id {
             return None;
         }
         if !self.sale_status(now_ms)?.allows_holds()
-            || self.reservations.contains_key(reservation_id)
+            || self.records.reservations.contains_key(reservation_id)
             || *hold_ms <= 0
             || ids.is_empty()
         {
@@ -338,13 +341,13 @@ impl Inventory {
             }
             seats.push(i);
         }
-        let live = |id: &Uuid| {
-            self.pinned(id)
-                || self
-                    .reservations
-                    .get(id)
-                    .is_some_and(|r| r.status == ReservationStatus::Active && r.expires_ms > now_ms)
-        };
+        let live =
+            |id: &Uuid| {
+                self.pinned(id)
+                    || self.records.reservations.get(id).is_some_and(|r| {
+                        r.status == ReservationStatus::Active && r.expires_ms > now_ms
+                    })
+            };
         self.taken(event_id, &seats, live).err()
     }
 
@@ -409,7 +412,11 @@ impl Inventory {
         quantity: u32,
         tier_id: Option<Uuid>,
     ) -> Result<Vec<u32>, InventoryRejection> {
-        let layout = self.layout.as_ref().ok_or(InventoryRejection::NotOpen)?;
+        let layout = self
+            .records
+            .layout
+            .as_ref()
+            .ok_or(InventoryRejection::NotOpen)?;
         let tier = match tier_id {
             Some(id) => Some(
                 layout
@@ -458,6 +465,7 @@ impl Inventory {
         changes: &mut Vec<Change>,
     ) -> Result<ReservationView, InventoryRejection> {
         let r = self
+            .records
             .reservations
             .get(&id)
             .ok_or(InventoryRejection::UnknownReservation)?;
@@ -520,7 +528,7 @@ impl Inventory {
 
     /// A reservation as seen at `now_ms` (a live hold past its time reads EXPIRED).
     pub(super) fn view_at(&self, r: &Reservation, now_ms: i64) -> ReservationView {
-        let event_id = self.event_id.unwrap_or_default();
+        let event_id = self.records.event_id.unwrap_or_default();
         let status = if r.status == ReservationStatus::Active
             && r.expires_ms <= now_ms
             && !self.pinned(&r.reservation_id)
@@ -551,7 +559,7 @@ impl Inventory {
         self.expiries
             .iter()
             .take_while(move |(at, _)| *at <= now_ms)
-            .filter_map(|(_, id)| self.reservations.get(id))
+            .filter_map(|(_, id)| self.records.reservations.get(id))
             .flat_map(|r| r.seats.iter())
             .map(|&s| (s, self.seat_tier.get(s as usize).copied().unwrap_or(0)))
     }
@@ -559,7 +567,7 @@ impl Inventory {
     /// Seats available per tier as of `now_ms` (holds due by then count as
     /// free), with the sale status as of `status_ms`.
     pub(super) fn availability(&self, now_ms: i64, status_ms: i64) -> Option<AvailabilityView> {
-        let layout = self.layout.as_ref()?;
+        let layout = self.records.layout.as_ref()?;
         let mut by_tier = self.available_by_tier.clone();
         for (_, t) in self.due_seats(now_ms) {
             if let Some(c) = by_tier.get_mut(usize::from(t)) {
@@ -577,7 +585,7 @@ impl Inventory {
     }
 
     pub(super) fn seat_states(&self, now_ms: i64) -> Option<SeatsView> {
-        self.layout.as_ref()?;
+        self.records.layout.as_ref()?;
         let mut states: Vec<u8> = self
             .seats
             .iter()
@@ -615,6 +623,6 @@ impl Inventory {
 
     /// Every reservation, by id.
     pub fn reservations(&self) -> impl Iterator<Item = &Reservation> {
-        self.reservations.values()
+        self.records.reservations.values()
     }
 }

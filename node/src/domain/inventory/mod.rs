@@ -42,12 +42,13 @@ pub use layout::{EventLayout, RowLayout, SaleStatus, SectionLayout, TierLayout};
 pub use queue::{EntryState, Join, QueueLimits, QueueOutcome, QueueRejection, QueueView};
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::machine::encode_value;
-use super::{ApplyCtx, Change};
+use super::{ApplyCtx, Change, Table};
 use crate::codec;
 use crate::error::{Error, Result};
 
@@ -65,10 +66,9 @@ struct StatusRecord {
 /// One event's replicated inventory state.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Inventory {
-    event_id: Option<Uuid>,
-    status: Option<StatusRecord>,
-    layout: Option<Box<EventLayout>>,
-    reservations: BTreeMap<Uuid, Reservation>,
+    /// What is persisted (besides the waiting room's own records); everything
+    /// else here is derived from it.
+    records: Records,
     // Derived (rebuilt by `rebuild`):
     seats: Vec<SeatState>,
     seat_tier: Vec<u16>,
@@ -79,9 +79,6 @@ pub struct Inventory {
     last_updated_ms: i64,
     /// The waiting room (persisted and restored on its own).
     queue: Box<queue::WaitingRoom>,
-    orders: BTreeMap<Uuid, orders::Order>,
-    tickets: BTreeMap<Uuid, tickets::Ticket>,
-    transfers: BTreeMap<Uuid, transfers::Transfer>,
     // Derived from the orders and tickets (rebuilt by `rebuild_orders`):
     /// The order of each hold that has one.
     order_of: BTreeMap<Uuid, Uuid>,
@@ -125,9 +122,9 @@ impl Inventory {
         };
         let outcome = match cmd {
             InventoryCommand::Open { layout, .. } => {
-                if self.layout.is_none() && layout.event_id == event_id {
+                if self.records.layout.is_none() && layout.event_id == event_id {
                     changes.push(Change::Put(LAYOUT_KEY.to_vec(), encode_value(&layout)));
-                    self.layout = Some(layout);
+                    self.records.layout = Some(Arc::from(layout));
                     self.rebuild();
                 }
                 Ok(self.status_response(event_id))
@@ -165,6 +162,7 @@ impl Inventory {
             }
             InventoryCommand::Convert { reservation_id, .. } => {
                 let was_live = self
+                    .records
                     .reservations
                     .get(&reservation_id)
                     .is_some_and(|r| r.status == ReservationStatus::Active);
@@ -260,7 +258,7 @@ impl Inventory {
     }
 
     fn status_record(&self) -> StatusRecord {
-        self.status.unwrap_or(StatusRecord {
+        self.records.status.unwrap_or(StatusRecord {
             status: SaleOverride::Scheduled,
             changed_ms: 0,
         })
@@ -282,9 +280,9 @@ impl Inventory {
                 changed_ms: ctx.now_ms,
             };
             changes.push(Change::Put(STATUS_KEY.to_vec(), encode_value(&record)));
-            self.status = Some(record);
+            self.records.status = Some(record);
         }
-        let event_id = self.event_id.unwrap_or_default();
+        let event_id = self.records.event_id.unwrap_or_default();
         Ok(self.status_response(event_id))
     }
 
@@ -303,11 +301,11 @@ impl Inventory {
         event_id: Uuid,
         changes: &mut Vec<Change>,
     ) -> Result<(), InventoryRejection> {
-        match self.event_id {
+        match self.records.event_id {
             Some(serves) if serves != event_id => Err(InventoryRejection::WrongEvent { serves }),
             Some(_) => Ok(()),
             None => {
-                self.event_id = Some(event_id);
+                self.records.event_id = Some(event_id);
                 changes.push(Change::Put(EVENT_KEY.to_vec(), encode_value(&event_id)));
                 Ok(())
             }
@@ -316,25 +314,25 @@ impl Inventory {
 
     pub(super) fn restore(&mut self, k: &[u8], v: &[u8]) -> Result<()> {
         if k == EVENT_KEY {
-            self.event_id = Some(codec::decode(v)?);
+            self.records.event_id = Some(codec::decode(v)?);
         } else if k == STATUS_KEY {
-            self.status = Some(codec::decode(v)?);
+            self.records.status = Some(codec::decode(v)?);
         } else if k == LAYOUT_KEY {
-            self.layout = Some(codec::decode(v)?);
+            self.records.layout = Some(Arc::new(codec::decode::<EventLayout>(v)?));
         } else if k.first() == Some(&RESERVATION_PREFIX) {
             let r: Reservation = codec::decode(v)?;
-            self.reservations.insert(r.reservation_id, r);
+            self.records.reservations.insert(r.reservation_id, r);
         } else if queue::WaitingRoom::is_key(k) {
             self.queue.restore(k, v)?;
         } else if k.first() == Some(&orders::ORDER_PREFIX) {
             let o: orders::Order = codec::decode(v)?;
-            self.orders.insert(o.order_id, o);
+            self.records.orders.insert(o.order_id, o);
         } else if k.first() == Some(&transfers::TRANSFER_PREFIX) {
             let t: transfers::Transfer = codec::decode(v)?;
-            self.transfers.insert(t.transfer_id, t);
+            self.records.transfers.insert(t.transfer_id, t);
         } else if k.first() == Some(&tickets::TICKET_PREFIX) {
             let t: tickets::Ticket = codec::decode(v)?;
-            self.tickets.insert(t.ticket_id, t);
+            self.records.tickets.insert(t.ticket_id, t);
         } else {
             return Err(Error::Decode(format!("unknown inventory key {k:?}")));
         }
@@ -345,8 +343,9 @@ impl Inventory {
     pub(super) fn finish_restore(&mut self) -> Result<()> {
         self.rebuild();
         self.queue.finish_restore();
-        if let Some(layout) = &self.layout {
+        if let Some(layout) = &self.records.layout {
             let bad = self
+                .records
                 .reservations
                 .values()
                 .flat_map(|r| r.seats.iter())
@@ -360,28 +359,11 @@ impl Inventory {
         Ok(())
     }
 
-    pub(super) fn dump(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
-        if let Some(id) = &self.event_id {
-            out.push((EVENT_KEY.to_vec(), encode_value(id)));
-        }
-        if let Some(s) = &self.status {
-            out.push((STATUS_KEY.to_vec(), encode_value(s)));
-        }
-        if let Some(l) = &self.layout {
-            out.push((LAYOUT_KEY.to_vec(), encode_value(l)));
-        }
-        for r in self.reservations.values() {
-            out.push((reservation_key(&r.reservation_id), encode_value(r)));
-        }
-        self.queue.dump(out);
-        for o in self.orders.values() {
-            out.push((orders::order_key(&o.order_id), encode_value(o)));
-        }
-        for t in self.tickets.values() {
-            out.push((tickets::ticket_key(&t.ticket_id), encode_value(t)));
-        }
-        for t in self.transfers.values() {
-            out.push((transfers::transfer_key(&t.transfer_id), encode_value(t)));
+    /// The persisted records as they are now, in O(1) (see [`Table`]).
+    pub(super) fn freeze(&self) -> Frozen {
+        Frozen {
+            records: self.records.clone(),
+            queue: self.queue.freeze(),
         }
     }
 
@@ -391,7 +373,7 @@ impl Inventory {
             InventoryQuery::Status => {
                 let s = self.status_record();
                 InventoryAnswer::Status(InventoryView {
-                    event_id: self.event_id,
+                    event_id: self.records.event_id,
                     status: s.status,
                     changed_ms: s.changed_ms,
                 })
@@ -401,7 +383,8 @@ impl Inventory {
             }
             InventoryQuery::Seats => InventoryAnswer::Seats(self.seat_states(now_ms)),
             InventoryQuery::Reservation { reservation_id } => InventoryAnswer::Reservation(
-                self.reservations
+                self.records
+                    .reservations
                     .get(reservation_id)
                     .map(|r| self.view_at(r, now_ms)),
             ),
@@ -418,7 +401,7 @@ impl Inventory {
     }
 
     pub fn event_id(&self) -> Option<Uuid> {
-        self.event_id
+        self.records.event_id
     }
 
     /// The refusal `cmd` would surely get if applied at `now_ms` on this state,
@@ -437,7 +420,7 @@ impl Inventory {
                 else {
                     return None;
                 };
-                if self.event_id != Some(*event_id) {
+                if self.records.event_id != Some(*event_id) {
                     return None;
                 }
                 if !self.queue.is_shopper(user_id, now_ms) {
@@ -456,7 +439,7 @@ impl Inventory {
 
     /// The layout, once opened.
     pub fn layout(&self) -> Option<&EventLayout> {
-        self.layout.as_deref()
+        self.records.layout.as_deref()
     }
 
     /// The waiting room.
@@ -479,6 +462,54 @@ impl Inventory {
     /// The earliest expiry of a live hold, for the leader's sweeper.
     pub fn next_expiry_ms(&self) -> Option<i64> {
         self.expiries.first().map(|(t, _)| *t)
+    }
+}
+
+/// An inventory's persisted records: the keys `apply` writes and `dump` lists.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Records {
+    event_id: Option<Uuid>,
+    status: Option<StatusRecord>,
+    /// Shared with frozen copies: it never changes once set.
+    layout: Option<Arc<EventLayout>>,
+    reservations: Table<Uuid, Reservation>,
+    orders: Table<Uuid, orders::Order>,
+    tickets: Table<Uuid, tickets::Ticket>,
+    transfers: Table<Uuid, transfers::Transfer>,
+}
+
+/// An inventory's persisted records at one index, with its waiting room's
+/// ([`Inventory::freeze`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Frozen {
+    records: Records,
+    queue: queue::Records,
+}
+
+impl Frozen {
+    pub(crate) fn dump(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+        if let Some(id) = &self.records.event_id {
+            out.push((EVENT_KEY.to_vec(), encode_value(id)));
+        }
+        if let Some(s) = &self.records.status {
+            out.push((STATUS_KEY.to_vec(), encode_value(s)));
+        }
+        if let Some(l) = &self.records.layout {
+            out.push((LAYOUT_KEY.to_vec(), encode_value(l)));
+        }
+        for r in self.records.reservations.values() {
+            out.push((reservation_key(&r.reservation_id), encode_value(r)));
+        }
+        self.queue.dump(out);
+        for o in self.records.orders.values() {
+            out.push((orders::order_key(&o.order_id), encode_value(o)));
+        }
+        for t in self.records.tickets.values() {
+            out.push((tickets::ticket_key(&t.ticket_id), encode_value(t)));
+        }
+        for t in self.records.transfers.values() {
+            out.push((transfers::transfer_key(&t.transfer_id), encode_value(t)));
+        }
     }
 }
 

@@ -206,33 +206,37 @@ impl Inventory {
     pub(super) fn pinned(&self, reservation_id: &Uuid) -> bool {
         self.order_of
             .get(reservation_id)
-            .and_then(|o| self.orders.get(o))
+            .and_then(|o| self.records.orders.get(o))
             .is_some_and(|o| o.status == OrderStatus::Pending)
     }
 
     /// Rebuilds the orders' derived state (after the holds' own rebuild).
     pub(super) fn rebuild_orders(&mut self) {
         self.order_of = self
+            .records
             .orders
             .values()
             .map(|o| (o.reservation_id, o.order_id))
             .collect();
         self.barcodes = self
+            .records
             .tickets
             .values()
             .map(|t| (t.barcode.clone(), t.ticket_id))
             .collect();
         self.transfer_of = self
+            .records
             .transfers
             .values()
             .filter(|t| t.status == super::transfers::TransferStatus::Pending)
             .map(|t| (t.ticket_id, t.transfer_id))
             .collect();
         let pinned: Vec<(i64, Uuid)> = self
+            .records
             .orders
             .values()
             .filter(|o| o.status == OrderStatus::Pending)
-            .filter_map(|o| self.reservations.get(&o.reservation_id))
+            .filter_map(|o| self.records.reservations.get(&o.reservation_id))
             .map(|r| (r.expires_ms, r.reservation_id))
             .collect();
         for p in pinned {
@@ -243,14 +247,15 @@ impl Inventory {
     pub(super) fn put_order(&mut self, o: Order, changes: &mut Vec<Change>) -> OrderView {
         changes.push(Change::Put(order_key(&o.order_id), encode_value(&o)));
         let id = o.order_id;
-        self.orders.insert(id, o);
+        self.records.orders.insert(id, o);
         self.order_view(&id)
             .unwrap_or_else(|| unreachable!("just inserted"))
     }
 
     /// An order by id, to change (404 if unknown).
     fn order_to_change(&self, id: &Uuid) -> Result<Order, InventoryRejection> {
-        self.orders
+        self.records
+            .orders
             .get(id)
             .cloned()
             .ok_or(InventoryRejection::UnknownOrder)
@@ -264,7 +269,7 @@ impl Inventory {
     /// Voids a sold order's tickets and puts its seats back on sale.
     fn unsell(&mut self, o: &Order, now_ms: i64, changes: &mut Vec<Change>) {
         for id in &o.tickets {
-            if let Some(mut t) = self.tickets.get(id).cloned() {
+            if let Some(mut t) = self.records.tickets.get(id).cloned() {
                 t.status = TicketStatus::Void;
                 self.put_ticket(t, changes);
             }
@@ -279,14 +284,14 @@ impl Inventory {
 
     /// An order with its tickets.
     pub fn order_view(&self, id: &Uuid) -> Option<OrderView> {
-        let order = self.orders.get(id)?.clone();
+        let order = self.records.orders.get(id)?.clone();
         let tickets = order
             .tickets
             .iter()
-            .filter_map(|t| self.tickets.get(t).cloned())
+            .filter_map(|t| self.records.tickets.get(t).cloned())
             .collect();
         Some(OrderView {
-            event_id: self.event_id.unwrap_or_default(),
+            event_id: self.records.event_id.unwrap_or_default(),
             order,
             tickets,
         })
@@ -295,6 +300,7 @@ impl Inventory {
     /// The saga steps orders wait for, oldest first.
     pub fn sagas_due(&self) -> Vec<DueStep> {
         let mut due: Vec<DueStep> = self
+            .records
             .orders
             .values()
             .filter_map(|o| {
@@ -311,7 +317,7 @@ impl Inventory {
 
     /// Every order.
     pub fn orders(&self) -> impl Iterator<Item = &Order> {
-        self.orders.values()
+        self.records.orders.values()
     }
 
     /// Creates a PENDING order from the user's live hold, or answers the order the
@@ -323,12 +329,13 @@ impl Inventory {
         changes: &mut Vec<Change>,
     ) -> Result<OrderView, InventoryRejection> {
         let existing = self
+            .records
             .orders
             .get(&n.order_id)
             .or_else(|| {
                 self.order_of
                     .get(&n.reservation_id)
-                    .and_then(|o| self.orders.get(o))
+                    .and_then(|o| self.records.orders.get(o))
             })
             .map(|o| (o.order_id, o.user_id));
         if let Some((id, owner)) = existing {
@@ -357,6 +364,7 @@ impl Inventory {
         }
         if ids::kind(&n.order_id) != Some(Kind::Order)
             || self
+                .records
                 .event_id
                 .is_none_or(|e| ids::prefix(&e) != ids::prefix(&n.order_id))
         {
@@ -365,6 +373,7 @@ impl Inventory {
             ));
         }
         let r = self
+            .records
             .reservations
             .get(&n.reservation_id)
             .ok_or(InventoryRejection::UnknownReservation)?;
@@ -425,6 +434,7 @@ impl Inventory {
             Settlement::Authorized { payment_ref } => {
                 o.payment_ref = Some(payment_ref);
                 let live = self
+                    .records
                     .reservations
                     .get(&o.reservation_id)
                     .is_some_and(|r| r.status == ReservationStatus::Active);
@@ -447,7 +457,7 @@ impl Inventory {
                     return Ok(self.put_order(o, changes));
                 }
                 self.queue.bought(o.user_id, ctx.now_ms, changes);
-                let event_id = self.event_id.unwrap_or_default();
+                let event_id = self.records.event_id.unwrap_or_default();
                 for (i, &seat) in o.seats.iter().enumerate() {
                     let ticket_id = ids::inside(
                         &event_id,
@@ -526,6 +536,7 @@ impl Inventory {
             OrderStatus::Confirmed => {}
         }
         if self
+            .records
             .layout
             .as_ref()
             .is_some_and(|l| ctx.now_ms >= l.date_ms)
@@ -535,7 +546,7 @@ impl Inventory {
         let tickets: Vec<&Ticket> = o
             .tickets
             .iter()
-            .filter_map(|t| self.tickets.get(t))
+            .filter_map(|t| self.records.tickets.get(t))
             .collect();
         if tickets.iter().any(|t| t.status == TicketStatus::Admitted) {
             return not("a ticket of this order was scanned in");

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::codec;
 use crate::domain::machine::encode_value;
-use crate::domain::Change;
+use crate::domain::{Change, Table};
 use crate::error::{Error, Result};
 
 const META_KEY: &[u8] = b"qm";
@@ -218,8 +218,8 @@ fn splitmix(state: &mut u64) -> u64 {
 /// One event's waiting room.
 #[derive(Debug, Clone, Default)]
 pub struct WaitingRoom {
-    meta: Meta,
-    entries: BTreeMap<Uuid, QueueEntry>,
+    /// What is persisted; everything else here is derived from it.
+    records: Records,
     // Derived (rebuilt by `rebuild`):
     ranks: Fenwick,
     /// Queued entries by order key: the head is the first.
@@ -233,19 +233,21 @@ pub struct WaitingRoom {
 /// Two rooms are equal when their persisted state is: the indexes derive from it.
 impl PartialEq for WaitingRoom {
     fn eq(&self, other: &Self) -> bool {
-        self.meta == other.meta && self.entries == other.entries
+        self.records == other.records
     }
 }
 
 impl WaitingRoom {
     /// Recomputes the derived structures from the entries.
     fn rebuild(&mut self) {
-        let len = (self.meta.next_seq as usize).max(16).next_power_of_two();
+        let len = (self.records.meta.next_seq as usize)
+            .max(16)
+            .next_power_of_two();
         self.ranks = Fenwick::with_len(len);
         self.queued.clear();
         self.ready.clear();
         self.devices.clear();
-        let entries: Vec<QueueEntry> = self.entries.values().cloned().collect();
+        let entries: Vec<QueueEntry> = self.records.entries.values().cloned().collect();
         for e in &entries {
             self.index(e);
         }
@@ -254,11 +256,14 @@ impl WaitingRoom {
     fn index(&mut self, e: &QueueEntry) {
         match e.state {
             EntryState::Queued => {
-                debug_assert!(e.key < self.meta.next_seq, "order keys are below next_seq");
+                debug_assert!(
+                    e.key < self.records.meta.next_seq,
+                    "order keys are below next_seq"
+                );
                 if e.key as usize >= self.ranks.len() {
                     // Grow by doubling; rebuilds indexes this entry too.
-                    self.meta.next_seq = self.meta.next_seq.max(e.key + 1);
-                    self.entries.insert(e.user_id, e.clone());
+                    self.records.meta.next_seq = self.records.meta.next_seq.max(e.key + 1);
+                    self.records.entries.insert(e.user_id, e.clone());
                     return self.rebuild();
                 }
                 self.ranks.add(e.key as usize, 1);
@@ -297,18 +302,21 @@ impl WaitingRoom {
 
     /// Moves `user`'s entry to `state`, keeping the indexes and persisting it.
     fn set_state(&mut self, user: Uuid, state: EntryState, changes: &mut Vec<Change>) {
-        let Some(mut e) = self.entries.get(&user).cloned() else {
+        let Some(mut e) = self.records.entries.get(&user).cloned() else {
             return;
         };
         self.unindex(&e);
         e.state = state;
         self.index(&e);
         changes.push(Change::Put(entry_key(&user), encode_value(&e)));
-        self.entries.insert(user, e);
+        self.records.entries.insert(user, e);
     }
 
     fn save_meta(&self, changes: &mut Vec<Change>) {
-        changes.push(Change::Put(META_KEY.to_vec(), encode_value(&self.meta)));
+        changes.push(Change::Put(
+            META_KEY.to_vec(),
+            encode_value(&self.records.meta),
+        ));
     }
 
     /// Ends the access windows that are over at `now_ms`.
@@ -326,22 +334,26 @@ impl WaitingRoom {
 
     /// Puts the pre-sale entries in their random order, once, when the sale opens.
     fn shuffle_once(&mut self, event_id: Uuid, changes: &mut Vec<Change>) {
-        if self.meta.shuffled {
+        if self.records.meta.shuffled {
             return;
         }
-        self.meta.shuffled = true;
-        let mut users: Vec<(u64, Uuid)> =
-            self.entries.values().map(|e| (e.key, e.user_id)).collect();
+        self.records.meta.shuffled = true;
+        let mut users: Vec<(u64, Uuid)> = self
+            .records
+            .entries
+            .values()
+            .map(|e| (e.key, e.user_id))
+            .collect();
         users.sort_unstable();
         let keys: Vec<u64> = users.iter().map(|(k, _)| *k).collect();
         let (hi, lo) = event_id.as_u64_pair();
-        let mut state = self.meta.seed ^ hi ^ lo.rotate_left(32);
+        let mut state = self.records.meta.seed ^ hi ^ lo.rotate_left(32);
         for i in (1..users.len()).rev() {
             let j = (splitmix(&mut state) % (i as u64 + 1)) as usize;
             users.swap(i, j);
         }
         for (key, (_, user)) in keys.into_iter().zip(users) {
-            if let Some(e) = self.entries.get_mut(&user) {
+            if let Some(e) = self.records.entries.get_mut(&user) {
                 if e.key != key {
                     e.key = key;
                     changes.push(Change::Put(entry_key(&user), encode_value(&*e)));
@@ -371,7 +383,7 @@ impl WaitingRoom {
         if sale_open {
             self.shuffle_once(event_id, changes);
         }
-        if let Some(e) = self.entries.get(&user_id).filter(|e| e.live()) {
+        if let Some(e) = self.records.entries.get(&user_id).filter(|e| e.live()) {
             return Err(QueueRejection::AlreadyInQueue(self.view(e, now_ms)));
         }
         let live = self.queued.len() as u64 + self.ready.len() as u64;
@@ -387,11 +399,11 @@ impl WaitingRoom {
                 });
             }
         }
-        let seq = self.meta.next_seq;
-        self.meta.next_seq += 1;
-        if !self.meta.shuffled {
-            let mut s = self.meta.seed ^ nonce;
-            self.meta.seed = splitmix(&mut s);
+        let seq = self.records.meta.next_seq;
+        self.records.meta.next_seq += 1;
+        if !self.records.meta.shuffled {
+            let mut s = self.records.meta.seed ^ nonce;
+            self.records.meta.seed = splitmix(&mut s);
         }
         self.save_meta(changes);
         let e = QueueEntry {
@@ -404,7 +416,7 @@ impl WaitingRoom {
             state: EntryState::Queued,
         };
         changes.push(Change::Put(entry_key(&user_id), encode_value(&e)));
-        if let Some(old) = self.entries.insert(user_id, e.clone()) {
+        if let Some(old) = self.records.entries.insert(user_id, e.clone()) {
             self.unindex(&old);
         }
         self.index(&e);
@@ -413,7 +425,11 @@ impl WaitingRoom {
 
     /// A fan leaves (queued, or giving up an access window). Idempotent.
     pub(super) fn leave(&mut self, user_id: Uuid, now_ms: i64, changes: &mut Vec<Change>) -> bool {
-        let live = self.entries.get(&user_id).is_some_and(QueueEntry::live);
+        let live = self
+            .records
+            .entries
+            .get(&user_id)
+            .is_some_and(QueueEntry::live);
         if live {
             self.set_state(user_id, EntryState::Left { at_ms: now_ms }, changes);
         }
@@ -423,7 +439,7 @@ impl WaitingRoom {
     /// A shopper bought: the slot goes back to the room.
     pub(super) fn bought(&mut self, user_id: Uuid, now_ms: i64, changes: &mut Vec<Change>) {
         if matches!(
-            self.entries.get(&user_id).map(|e| e.state),
+            self.records.entries.get(&user_id).map(|e| e.state),
             Some(EntryState::Ready { .. })
         ) {
             self.set_state(user_id, EntryState::Done { at_ms: now_ms }, changes);
@@ -440,24 +456,26 @@ impl WaitingRoom {
         changes: &mut Vec<Change>,
     ) -> u32 {
         let rate = u64::from(limits.admission_per_second);
-        let elapsed = u64::try_from(now_ms.saturating_sub(self.meta.refill_ms)).unwrap_or(0);
+        let elapsed =
+            u64::try_from(now_ms.saturating_sub(self.records.meta.refill_ms)).unwrap_or(0);
         let cap = rate.saturating_mul(1000);
-        self.meta.tokens_milli = if sale_open {
-            self.meta
+        self.records.meta.tokens_milli = if sale_open {
+            self.records
+                .meta
                 .tokens_milli
                 .saturating_add(elapsed.saturating_mul(rate))
                 .min(cap)
         } else {
             0
         };
-        self.meta.refill_ms = self.meta.refill_ms.max(now_ms);
+        self.records.meta.refill_ms = self.records.meta.refill_ms.max(now_ms);
         if !sale_open {
             self.save_meta(changes);
             return 0;
         }
         self.shuffle_once(event_id, changes);
         let room = u64::from(limits.max_active_shoppers).saturating_sub(self.ready.len() as u64);
-        let n = (self.meta.tokens_milli / 1000)
+        let n = (self.records.meta.tokens_milli / 1000)
             .min(room)
             .min(self.queued.len() as u64)
             .min(MAX_ADMIT_PER_COMMAND);
@@ -476,11 +494,11 @@ impl WaitingRoom {
             );
         }
         if n > 0 {
-            self.meta.tokens_milli -= n * 1000;
-            if self.meta.admitted_total == 0 {
-                self.meta.first_admit_ms = now_ms;
+            self.records.meta.tokens_milli -= n * 1000;
+            if self.records.meta.admitted_total == 0 {
+                self.records.meta.first_admit_ms = now_ms;
             }
-            self.meta.admitted_total += n;
+            self.records.meta.admitted_total += n;
         }
         self.save_meta(changes);
         n as u32
@@ -489,15 +507,17 @@ impl WaitingRoom {
     /// Whether `user` is an admitted shopper at `now_ms` (window open).
     pub fn is_shopper(&self, user: &Uuid, now_ms: i64) -> bool {
         matches!(
-            self.entries.get(user).map(|e| e.state),
+            self.records.entries.get(user).map(|e| e.state),
             Some(EntryState::Ready { until_ms, .. }) if until_ms > now_ms
         )
     }
 
     /// Whether the bucket holds at least one admission at `now_ms`.
     pub fn has_token(&self, now_ms: i64, admission_per_second: u32) -> bool {
-        let elapsed = u64::try_from(now_ms.saturating_sub(self.meta.refill_ms)).unwrap_or(0);
-        self.meta
+        let elapsed =
+            u64::try_from(now_ms.saturating_sub(self.records.meta.refill_ms)).unwrap_or(0);
+        self.records
+            .meta
             .tokens_milli
             .saturating_add(elapsed.saturating_mul(u64::from(admission_per_second)))
             >= 1000
@@ -510,7 +530,7 @@ impl WaitingRoom {
 
     /// `user`'s entry as of `now_ms` (the group's replicated clock).
     pub fn entry_of(&self, user: &Uuid, now_ms: i64) -> Option<QueueView> {
-        self.entries.get(user).map(|e| self.view(e, now_ms))
+        self.records.entries.get(user).map(|e| self.view(e, now_ms))
     }
 
     fn view(&self, e: &QueueEntry, now_ms: i64) -> QueueView {
@@ -531,8 +551,8 @@ impl WaitingRoom {
             position,
             size: self.queued.len() as u64,
             joined_ms: e.joined_ms,
-            admitted_total: self.meta.admitted_total,
-            first_admit_ms: self.meta.first_admit_ms,
+            admitted_total: self.records.meta.admitted_total,
+            first_admit_ms: self.records.meta.first_admit_ms,
         }
     }
 
@@ -547,10 +567,10 @@ impl WaitingRoom {
 
     pub(super) fn restore(&mut self, k: &[u8], v: &[u8]) -> Result<()> {
         if k == META_KEY {
-            self.meta = codec::decode(v)?;
+            self.records.meta = codec::decode(v)?;
         } else if k.starts_with(ENTRY_PREFIX) {
             let e: QueueEntry = codec::decode(v)?;
-            self.entries.insert(e.user_id, e);
+            self.records.entries.insert(e.user_id, e);
         } else {
             return Err(Error::Decode(format!("unknown queue key {k:?}")));
         }
@@ -561,6 +581,20 @@ impl WaitingRoom {
         self.rebuild();
     }
 
+    /// The persisted records as they are now, in O(1) (see [`Table`]).
+    pub(super) fn freeze(&self) -> Records {
+        self.records.clone()
+    }
+}
+
+/// A waiting room's persisted records: the keys `apply` writes and `dump` lists.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Records {
+    meta: Meta,
+    entries: Table<Uuid, QueueEntry>,
+}
+
+impl Records {
     pub(super) fn dump(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
         if self.meta != Meta::default() {
             out.push((META_KEY.to_vec(), encode_value(&self.meta)));

@@ -68,17 +68,17 @@ impl Inventory {
     pub(super) fn put_ticket(&mut self, t: Ticket, changes: &mut Vec<Change>) {
         changes.push(Change::Put(ticket_key(&t.ticket_id), encode_value(&t)));
         self.barcodes.insert(t.barcode.clone(), t.ticket_id);
-        self.tickets.insert(t.ticket_id, t);
+        self.records.tickets.insert(t.ticket_id, t);
     }
 
     /// A ticket by id.
     pub fn ticket(&self, id: &Uuid) -> Option<&Ticket> {
-        self.tickets.get(id)
+        self.records.tickets.get(id)
     }
 
     /// Every ticket.
     pub fn tickets(&self) -> impl Iterator<Item = &Ticket> {
-        self.tickets.values()
+        self.records.tickets.values()
     }
 
     /// Twelve digits no ticket of the event has, drawn from the nonce.
@@ -103,7 +103,7 @@ impl Inventory {
         let mut t = self
             .barcodes
             .get(barcode)
-            .and_then(|id| self.tickets.get(id))
+            .and_then(|id| self.records.tickets.get(id))
             .cloned()
             .ok_or(InventoryRejection::UnknownBarcode)?;
         match t.status {

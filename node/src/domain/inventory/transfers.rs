@@ -99,19 +99,19 @@ impl Inventory {
         } else if self.transfer_of.get(&t.ticket_id) == Some(&t.transfer_id) {
             self.transfer_of.remove(&t.ticket_id);
         }
-        self.transfers.insert(t.transfer_id, t);
+        self.records.transfers.insert(t.transfer_id, t);
     }
 
     /// A transfer as of `now_ms`.
     fn transfer_view(&self, id: &Uuid, now_ms: i64) -> Option<Transfer> {
-        let mut t = self.transfers.get(id)?.clone();
+        let mut t = self.records.transfers.get(id)?.clone();
         t.status = t.status_at(now_ms);
         Some(t)
     }
 
     /// Every transfer, as stored.
     pub fn transfers(&self) -> impl Iterator<Item = &Transfer> {
-        self.transfers.values()
+        self.records.transfers.values()
     }
 
     /// Offers a ticket to someone.
@@ -143,12 +143,14 @@ impl Inventory {
         }
         if ids::kind(&n.transfer_id) != Some(Kind::Transfer)
             || self
+                .records
                 .event_id
                 .is_none_or(|e| ids::prefix(&e) != ids::prefix(&n.transfer_id))
         {
             return bad("a transfer id must be a transfer id of this event");
         }
         let ticket = self
+            .records
             .tickets
             .get(&n.ticket_id)
             .cloned()
@@ -178,7 +180,7 @@ impl Inventory {
                 changes,
             );
         }
-        let date_ms = self.layout.as_ref().map_or(i64::MAX, |l| l.date_ms);
+        let date_ms = self.records.layout.as_ref().map_or(i64::MAX, |l| l.date_ms);
         let t = Transfer {
             transfer_id: n.transfer_id,
             ticket_id: n.ticket_id,
@@ -206,13 +208,19 @@ impl Inventory {
             TicketStatus::Void | TicketStatus::Transferred => return not("the ticket is void"),
         }
         let confirmed = self
+            .records
             .orders
             .get(&ticket.order_id)
             .is_some_and(|o| o.status == OrderStatus::Confirmed);
         if !confirmed {
             return not("its order is not confirmed");
         }
-        if self.layout.as_ref().is_some_and(|l| now_ms >= l.date_ms) {
+        if self
+            .records
+            .layout
+            .as_ref()
+            .is_some_and(|l| now_ms >= l.date_ms)
+        {
             return not("the event has started");
         }
         Ok(())
@@ -251,12 +259,13 @@ impl Inventory {
             s => return Err(InventoryRejection::TransferClosed(s)),
         }
         let mut old = self
+            .records
             .tickets
             .get(&t.ticket_id)
             .cloned()
             .ok_or(InventoryRejection::UnknownTicket)?;
         self.transferable(&old, ctx.now_ms)?;
-        let event_id = self.event_id.unwrap_or_default();
+        let event_id = self.records.event_id.unwrap_or_default();
         let new_id = ids::inside(
             &event_id,
             Kind::Ticket,
@@ -273,7 +282,7 @@ impl Inventory {
             scanned_ms: 0,
         };
         old.status = TicketStatus::Transferred;
-        if let Some(mut o) = self.orders.get(&old.order_id).cloned() {
+        if let Some(mut o) = self.records.orders.get(&old.order_id).cloned() {
             for id in o.tickets.iter_mut().filter(|id| **id == old.ticket_id) {
                 *id = new_id;
             }

@@ -9,7 +9,7 @@ impl Inventory {
     /// Seats available per section (in layout order) as of `now_ms`, the
     /// group's replicated clock (holds due by then count as free).
     pub fn available_by_section(&self, now_ms: i64) -> Option<Vec<u32>> {
-        let layout = self.layout.as_ref()?;
+        let layout = self.records.layout.as_ref()?;
         let view = self.seat_states(now_ms)?;
         let free = |seat: u32| view.states.get(seat as usize) == Some(&0);
         Some(
@@ -36,11 +36,11 @@ impl Inventory {
         self.expiries
             .iter()
             .take_while(move |(at, _)| *at <= until_ms)
-            .filter_map(|(_, id)| self.reservations.get(id))
+            .filter_map(|(_, id)| self.records.reservations.get(id))
     }
 
     /// One reservation.
     pub fn reservation(&self, id: &Uuid) -> Option<&Reservation> {
-        self.reservations.get(id)
+        self.records.reservations.get(id)
     }
 }
