@@ -108,6 +108,12 @@ fn main() -> anyhow::Result<ExitCode> {
         unreachable!("check returned above");
     };
     anyhow::ensure!((1..=200).contains(&nodes), "--nodes must be 1 to 200");
+    // The cluster requires its nodes' clocks to agree within a minute (minted
+    // request ids are remembered two minutes of stamped time: docs/design.md).
+    anyhow::ensure!(
+        max_skew_ms <= 30_000,
+        "--max-skew-ms must be at most 30000: the cluster requires clocks within a minute"
+    );
     // Partitions and full disks need the process in namespaces of its own,
     // entered while it has one thread (before the runtime starts), so every node
     // inherits them.

@@ -1,8 +1,9 @@
 //! Node-level liveness: one probe per peer pair every `liveness_interval_ms` (not one
 //! per group), so operators see which nodes are up and quiesced groups rely on it
-//! instead of their own heartbeats. It also notices peers of another cluster.
+//! instead of their own heartbeats. It also notices peers of another cluster, and
+//! measures how far each peer's clock is from this node's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,15 +61,43 @@ impl Liveness {
         my_uuid: Arc<dyn Fn() -> Option<uuid::Uuid> + Send + Sync>,
     ) {
         let mut warned = false;
+        let mut skewed: HashSet<NodeId> = HashSet::new();
         loop {
             let probes = config.nodes.iter().filter(|n| n.id != self.me).map(|n| {
                 let peers = peers.clone();
                 let addr = n.peer_addr.to_string();
                 let every = self.every;
-                async move { (n.id, peers.hello(n.id, &addr, every).await) }
+                async move {
+                    let sent_ms = chrono::Utc::now().timestamp_millis();
+                    let reply = peers.hello(n.id, &addr, every).await;
+                    let back_ms = chrono::Utc::now().timestamp_millis();
+                    (n.id, reply, sent_ms, back_ms)
+                }
             });
-            for (id, result) in futures::future::join_all(probes).await {
+            for (id, result, sent_ms, back_ms) in futures::future::join_all(probes).await {
                 let Ok(reply) = result else { continue };
+                if let Some(offset) = ClockOffset::estimate(sent_ms, reply.wall_ms, back_ms) {
+                    metrics::gauge!("boxoffice_peer_clock_offset_seconds", "peer" => id.to_string())
+                        .set(offset.offset_ms as f64 / 1e3);
+                    if offset.surely_beyond(CLOCK_WARN_MS) {
+                        if skewed.insert(id) {
+                            tracing::warn!(
+                                peer = id,
+                                offset_ms = offset.offset_ms,
+                                "peer's clock is off this node's by more than {} s: holds expire \
+                                 and minted request ids are forgotten by leaders' clocks, which \
+                                 must agree within a minute at most (docs/design.md, Exactly-once)",
+                                CLOCK_WARN_MS / 1000
+                            );
+                        }
+                    } else if skewed.remove(&id) {
+                        tracing::info!(
+                            peer = id,
+                            offset_ms = offset.offset_ms,
+                            "peer's clock agrees again"
+                        );
+                    }
+                }
                 self.last_seen
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -88,5 +117,69 @@ impl Liveness {
             }
             tokio::time::sleep(self.every).await;
         }
+    }
+}
+
+/// How far a peer's clock may be from this node's before it logs a warning.
+const CLOCK_WARN_MS: i64 = 10_000;
+
+/// A peer's clock offset from this node's, estimated from one probe: the peer's
+/// wall clock when it answered against the midpoint of the probe's round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ClockOffset {
+    /// Peer minus this node.
+    offset_ms: i64,
+    /// Half the round trip: the true offset is within this of the estimate.
+    error_ms: i64,
+}
+
+impl ClockOffset {
+    /// `None` when the peer sent no clock (a build before it did).
+    fn estimate(sent_ms: i64, peer_wall_ms: i64, back_ms: i64) -> Option<Self> {
+        if peer_wall_ms == 0 {
+            return None;
+        }
+        let error_ms = back_ms.saturating_sub(sent_ms).max(0) / 2;
+        let midpoint = sent_ms.saturating_add(error_ms);
+        Some(Self {
+            offset_ms: peer_wall_ms.saturating_sub(midpoint),
+            error_ms,
+        })
+    }
+
+    /// Whether the offset exceeds `limit_ms` whatever the probe's error.
+    fn surely_beyond(&self, limit_ms: i64) -> bool {
+        self.offset_ms
+            .saturating_abs()
+            .saturating_sub(self.error_ms)
+            > limit_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_offsets_are_judged_net_of_the_round_trip() {
+        // A peer 12 s ahead, probed over a 40 ms round trip.
+        let ahead = ClockOffset::estimate(1_000, 13_020, 1_040).expect("a clock");
+        assert_eq!(
+            ahead,
+            ClockOffset {
+                offset_ms: 12_000,
+                error_ms: 20
+            }
+        );
+        assert!(ahead.surely_beyond(CLOCK_WARN_MS));
+        // Behind by the same amount.
+        let behind = ClockOffset::estimate(13_000, 1_020, 13_040).expect("a clock");
+        assert_eq!(behind.offset_ms, -12_000);
+        assert!(behind.surely_beyond(CLOCK_WARN_MS));
+        // 10.5 s apart, but a 2 s round trip could explain 1 s of it.
+        let slow = ClockOffset::estimate(0, 11_500, 2_000).expect("a clock");
+        assert!(!slow.surely_beyond(CLOCK_WARN_MS));
+        // A peer that sends no clock tells nothing.
+        assert_eq!(ClockOffset::estimate(0, 0, 10), None);
     }
 }

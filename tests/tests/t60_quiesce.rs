@@ -1,6 +1,7 @@
 //! Idle groups quiesce; a request wakes one without an election; when the node
 //! leading many quiesced groups dies, every one of its events is writable again
-//! from every surviving node within one request deadline (5 s).
+//! from every surviving node within one request deadline (5 s). The node-level
+//! probe they lean on also measures the peers' clock offsets.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -56,6 +57,22 @@ async fn quiesced_groups_wake_on_requests_and_fail_over_within_the_deadline() ->
             },
         )
         .await?;
+    }
+
+    // Every node measures each peer's clock offset; on one machine it is the
+    // probe's error, at most half a round trip of a probe that did not time out.
+    for id in c.ids() {
+        let metrics = c.client(id).metrics().await?;
+        for peer in c.ids().into_iter().filter(|p| *p != id) {
+            let name = format!("boxoffice_peer_clock_offset_seconds{{peer=\"{peer}\"}} ");
+            let offset: f64 = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&name))
+                .ok_or_else(|| anyhow::anyhow!("node {id} has no clock offset for {peer}"))?
+                .trim()
+                .parse()?;
+            assert!(offset.abs() < 1.0, "node {id} sees {peer} {offset} s off");
+        }
     }
 
     // A request wakes a quiesced group without an election.

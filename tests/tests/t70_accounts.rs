@@ -61,20 +61,28 @@ async fn register_login_me_and_every_bad_token_is_refused() -> Result<()> {
         .unwrap_err();
     assert_eq!(code(&e), (422, "VALIDATION_FAILED".into()));
 
-    // An Idempotency-Key names a registration of one email: its retry gets the
-    // first outcome, and someone else's registration with the same key is theirs.
+    // An Idempotency-Key names a registration of one email: its retry (same
+    // password) gets the first outcome; the same key with another password is
+    // someone else's attempt at a taken email, and another email is its own.
     let http = reqwest::Client::new();
-    let register = |email: &'static str| {
+    let register = |email: &'static str, password: &'static str| {
         http.post(format!("{}/v1/auth/register", c.client(1).base()))
             .header("idempotency-key", "signup-1")
-            .json(&json!({"email": email, "password": "long enough", "name": "K"}))
+            .json(&json!({"email": email, "password": password, "name": "K"}))
             .send()
     };
-    let first: Value = register("key@example.com").await?.json().await?;
-    let retry = register("key@example.com").await?;
+    let first: Value = register("key@example.com", "long enough")
+        .await?
+        .json()
+        .await?;
+    let retry = register("key@example.com", "long enough").await?;
     assert_eq!(retry.status(), 201);
     assert_eq!(retry.json::<Value>().await?, first);
-    let other = register("other@example.com").await?;
+    let guess = register("key@example.com", "a guess at it").await?;
+    assert_eq!(guess.status(), 409);
+    let guess: Value = guess.json().await?;
+    assert_eq!(guess["error"]["code"], "EMAIL_TAKEN");
+    let other = register("other@example.com", "long enough").await?;
     assert_eq!(other.status(), 201);
     let other: Value = other.json().await?;
     assert_eq!(other["email"], "other@example.com");

@@ -93,6 +93,7 @@ pub async fn register(
     let name = body.name.trim().to_string();
     crate::domain::catalog::check_name("name", &name, false).map_err(ApiError::validation)?;
     let password = body.password;
+    let submitted = password.clone();
     let params = argon2::Params::new(
         ctx.config.api.password_hash_memory_kib,
         ctx.config.api.password_hash_iterations,
@@ -124,10 +125,25 @@ pub async fn register(
     match applied.response {
         Response::Catalog(CatalogResponse::UserRegistered { user_id }) => {
             // A retry with the same Idempotency-Key returns the first registration.
-            let (email, name) = ctx
-                .with_catalog(|c| c.user(&user_id).map(|u| (u.email.clone(), u.name.clone())))
-                .flatten()
-                .unwrap_or((user.email, user.name));
+            let first = ctx
+                .with_catalog(|c| {
+                    c.user(&user_id)
+                        .map(|u| (u.email.clone(), u.name.clone(), u.password_hash.clone()))
+                })
+                .flatten();
+            let (email, name) = match first {
+                // Someone else's registration of this email under the same key (a
+                // guessed key) learns nothing from it: only its own retry, with the
+                // same password, gets it back.
+                Some((email, name, hash)) if user_id != user.user_id => {
+                    if !blocking(move || password_matches(&hash, &submitted)).await? {
+                        return Err(email_taken());
+                    }
+                    (email, name)
+                }
+                Some((email, name, _)) => (email, name),
+                None => (user.email, user.name),
+            };
             Ok((
                 StatusCode::CREATED,
                 axum::Json(UserView {
@@ -137,9 +153,9 @@ pub async fn register(
                 }),
             ))
         }
-        Response::Catalog(CatalogResponse::Rejected(CatalogRejection::EmailTaken)) => Err(
-            ApiError::conflict("EMAIL_TAKEN", "an account with this email exists"),
-        ),
+        Response::Catalog(CatalogResponse::Rejected(CatalogRejection::EmailTaken)) => {
+            Err(email_taken())
+        }
         Response::Catalog(CatalogResponse::Rejected(CatalogRejection::Invalid(m))) => {
             Err(ApiError::validation(m))
         }
@@ -169,16 +185,7 @@ pub async fn login(
         .as_ref()
         .map_or(DUMMY_HASH.to_string(), |u| u.password_hash.clone());
     let password = body.password;
-    let ok = blocking(move || {
-        PasswordHash::new(&hash)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await?;
+    let ok = blocking(move || password_matches(&hash, &password)).await?;
     let user = user.filter(|_| ok).ok_or_else(invalid)?;
     let (token, ttl) = mint_session(&ctx, user.user_id)?;
     Ok(axum::Json(Session {
@@ -187,6 +194,22 @@ pub async fn login(
         expires_in: ttl,
         user_id: user.user_id,
     }))
+}
+
+/// Whether `password` matches the stored argon2 `hash` (CPU-heavy: call it on the
+/// blocking pool).
+fn password_matches(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+fn email_taken() -> ApiError {
+    ApiError::conflict("EMAIL_TAKEN", "an account with this email exists")
 }
 
 /// `GET /v1/me`.

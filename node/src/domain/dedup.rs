@@ -3,18 +3,19 @@
 //! applying twice. Eviction is by stamped time, so every replica forgets the same
 //! ids at the same log index.
 //!
-//! How long an id is kept depends on who named it. A client names a request with
-//! an `Idempotency-Key`, which the API maps to a UUIDv5, and a node names its own
-//! internal commands (sweeps, the waiting room's admissions) with v5 ids too; a
-//! client may retry a name long after, so names are kept an hour. A write without
-//! a key gets a random (v4) id minted for that one HTTP request, and only the
-//! router ever retries it, within the request's deadline: those are kept two
-//! minutes. Most writes of an on-sale carry minted ids, so this bounds most of the
-//! table by minutes of writes instead of an hour.
+//! How long an id is kept depends on how it was made. Names are UUIDv5: a
+//! client's `Idempotency-Key` (the API maps it to one), and the ids a node derives
+//! for commands it may propose again later (an event's opening, expiry sweeps, an
+//! order's steps); a name may come back long after, so names are kept an hour.
+//! Random (v4) ids are minted for one proposal: a write without a key, a release,
+//! the waiting room's admissions, the catalog's leader duties. Only the router
+//! retries one, within the request's deadline, so those are kept two minutes.
+//! Most writes of an on-sale carry minted ids, so most of the table is bounded by
+//! minutes of writes instead of an hour.
 //!
 //! Each response is kept as the bytes that are persisted for it (dumped as they
-//! are, decoded only for a duplicate): an hour of an on-sale's requests is most of
-//! an event group's state, and a duplicate, the only reader of a response, is rare.
+//! are, decoded only for a duplicate): remembered responses are much of an event
+//! group's state under load, and a duplicate, the only reader of one, is rare.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -244,6 +244,7 @@ impl Peer for PeerService {
             cluster_uuid: (self.cluster_uuid)()
                 .map(|u| u.to_string())
                 .unwrap_or_default(),
+            wall_ms: chrono::Utc::now().timestamp_millis(),
         }))
     }
 }
