@@ -331,8 +331,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
 ///
 /// Reading the group's range of the `sm` family at a RocksDB snapshot instead
 /// needs no lock at all, but was tried and not kept: it cost about twice the CPU
-/// of clone, dump and encode together (the iterator steps over the tombstones of
-/// every released hold and evicted request id, and sorts the vector memtable),
+/// of clone, dump and encode together (the iterator steps over every older version
+/// of a rewritten hold and the tombstone of every evicted request id, and sorts
+/// the vector memtable),
 /// and under overload that CPU is what the served requests need.
 pub struct GroupSnapshotBuilder {
     group: GroupId,
