@@ -1,5 +1,6 @@
 //! The hot paths of a seat hold, without the network: applying a batch of hold
-//! commands to an event's inventory machine, encoding and decoding a log entry, and
+//! commands to an event's inventory machine, a snapshot's cut of a busy event (and
+//! what it costs the applies beside it), encoding and decoding a log entry, and
 //! the log store's synced append. `cargo bench -p boxoffice-node --bench hot_paths`.
 
 use std::hint::black_box;
