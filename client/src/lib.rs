@@ -173,6 +173,9 @@ pub struct NodeView {
     pub peer_addr: String,
     pub http_addr: String,
     pub state: String,
+    /// Its clock minus the answering node's (ms); null for the answering node.
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

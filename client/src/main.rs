@@ -271,8 +271,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let c = client.with_admin_key(admin_key()?).cluster().await?;
             println!("node {} sees:", c.node_id);
             for n in &c.nodes {
+                let clock = n
+                    .clock_offset_ms
+                    .map(|ms| format!(" clock={ms:+}ms"))
+                    .unwrap_or_default();
                 println!(
-                    "  node {:>3}  {:<5} http={} peer={}",
+                    "  node {:>3}  {:<5} http={} peer={}{clock}",
                     n.node_id, n.state, n.http_addr, n.peer_addr
                 );
             }

@@ -15,6 +15,8 @@ use crate::raft::{NodeId, Peers};
 pub struct Liveness {
     me: NodeId,
     last_seen: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    /// Each peer's clock offset from the last probe it answered.
+    offsets: Arc<Mutex<HashMap<NodeId, ClockOffset>>>,
     /// Probe period.
     every: Duration,
     /// Silence after which a peer counts as down.
@@ -26,6 +28,7 @@ impl Liveness {
         Self {
             me,
             last_seen: Arc::default(),
+            offsets: Arc::default(),
             every,
             down_after,
         }
@@ -51,6 +54,17 @@ impl Liveness {
             Some(t) if t.elapsed() < self.down_after => "up",
             _ => "down",
         }
+    }
+
+    /// How far `node`'s clock was from this node's at the last probe it answered
+    /// (peer minus this node, ms; within half that probe's round trip). `None` for
+    /// this node, and for a peer that has not answered.
+    pub fn clock_offset_ms(&self, node: NodeId) -> Option<i64> {
+        self.offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .map(|o| o.offset_ms)
     }
 
     /// Probes every peer of the config forever (the server aborts it at shutdown).
@@ -79,6 +93,10 @@ impl Liveness {
                 if let Some(offset) = ClockOffset::estimate(sent_ms, reply.wall_ms, back_ms) {
                     metrics::gauge!("boxoffice_peer_clock_offset_seconds", "peer" => id.to_string())
                         .set(offset.offset_ms as f64 / 1e3);
+                    self.offsets
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, offset);
                     if offset.surely_beyond(CLOCK_WARN_MS) {
                         if skewed.insert(id) {
                             tracing::warn!(

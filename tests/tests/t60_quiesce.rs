@@ -73,6 +73,16 @@ async fn quiesced_groups_wake_on_requests_and_fail_over_within_the_deadline() ->
                 .parse()?;
             assert!(offset.abs() < 1.0, "node {id} sees {peer} {offset} s off");
         }
+        // And the operators' view shows the same, null for the node itself.
+        for n in c.view(id).await?.nodes {
+            match n.clock_offset_ms {
+                None => assert_eq!(n.node_id, id, "node {id} has no offset for {}", n.node_id),
+                Some(ms) => {
+                    assert_ne!(n.node_id, id);
+                    assert!(ms.abs() < 1000, "node {id} sees {} {ms} ms off", n.node_id);
+                }
+            }
+        }
     }
 
     // A request wakes a quiesced group without an election.

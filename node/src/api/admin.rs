@@ -125,6 +125,11 @@ pub struct NodeView {
     pub http_addr: String,
     /// `up` if it answered recently, else `down`.
     pub state: &'static str,
+    /// Its clock minus the answering node's, in ms, from the last liveness probe it
+    /// answered (give or take half that probe's round trip); null for the
+    /// answering node itself and for a peer that never answered. The nodes'
+    /// clocks must agree within a minute.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// A Raft group this node replicates.
@@ -171,6 +176,7 @@ pub async fn cluster(State(ctx): State<AppState>, _admin: Admin) -> impl IntoRes
             peer_addr: n.peer_addr.to_string(),
             http_addr: n.http_addr.to_string(),
             state: ctx.liveness.state_of(n.id),
+            clock_offset_ms: ctx.liveness.clock_offset_ms(n.id),
         })
         .collect();
     let event_of = |group: u64| {
