@@ -136,7 +136,7 @@ impl Default for ApiSettings {
             max_body_bytes: 1 << 20,
             session_ttl_seconds: 3600,
             max_in_flight: 1024,
-            target_latency_ms: 75,
+            target_latency_ms: 40,
             require_api_key: false,
             password_hash_memory_kib: 19_456,
             password_hash_iterations: 2,
