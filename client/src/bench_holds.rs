@@ -11,6 +11,7 @@
 //! acknowledged twice and that every acknowledged hold owns its seats (ACTIVE and
 //! RESERVED on every node's seat map, for Boxoffice) and nothing else is held.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,6 +38,8 @@ pub struct HoldsReport {
     pub conflicts: u64,
     pub rate_limited: u64,
     pub errors: u64,
+    /// `errors` by kind (`timeout`, `500 INTERNAL`, `etcd: connect`, ...).
+    pub failures: BTreeMap<String, u64>,
     pub elapsed: Duration,
     /// Times at which 50%, 90% and 100% of the seats were held.
     pub t50: Option<Duration>,
@@ -70,6 +73,7 @@ impl HoldsReport {
             "conflicts": self.conflicts,
             "rate_limited": self.rate_limited,
             "errors": self.errors,
+            "failures": self.failures,
             "elapsed_s": self.elapsed.as_secs_f64(),
             "attempts_per_s": self.attempts_per_s(),
             "holds_per_s": self.holds_per_s(),
@@ -162,6 +166,7 @@ struct Run {
     conflicts: AtomicU64,
     rate_limited: AtomicU64,
     errors: AtomicU64,
+    failures: Mutex<BTreeMap<String, u64>>,
     marks: Mutex<[Option<Duration>; 3]>,
     started: Instant,
 }
@@ -211,8 +216,14 @@ impl Run {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 }
-                Outcome::Error => {
+                Outcome::Error(kind) => {
                     self.errors.fetch_add(1, Ordering::Relaxed);
+                    *self
+                        .failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(kind)
+                        .or_default() += 1;
                 }
             }
             self.attempts.fetch_add(1, Ordering::Relaxed);
@@ -259,6 +270,7 @@ pub async fn holds(
         conflicts: AtomicU64::new(0),
         rate_limited: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        failures: Mutex::new(BTreeMap::new()),
         marks: Mutex::new([None; 3]),
         started: Instant::now(),
     });
@@ -299,6 +311,11 @@ pub async fn holds(
         .await
         .with_context(|| format!("{system}: the final check failed"))?;
     let marks = *run.marks.lock().unwrap_or_else(|p| p.into_inner());
+    let failures = run
+        .failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let ms = |us: u64| us as f64 / 1000.0;
     Ok(HoldsReport {
         system,
@@ -309,6 +326,7 @@ pub async fn holds(
         conflicts: run.conflicts.load(Ordering::Relaxed),
         rate_limited: run.rate_limited.load(Ordering::Relaxed),
         errors: run.errors.load(Ordering::Relaxed),
+        failures,
         elapsed,
         t50: marks[0],
         t90: marks[1],
@@ -350,5 +368,56 @@ pub fn table(reports: &[HoldsReport]) -> String {
             100.0 * r.generator_cpu_s / r.elapsed.as_secs_f64(),
         ));
     }
+    for r in reports.iter().filter(|r| !r.failures.is_empty()) {
+        let kinds: Vec<String> = r
+            .failures
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect();
+        out.push_str(&format!("\nerrors ({}): {}\n", r.system, kinds.join(", ")));
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(failures: &[(&str, u64)]) -> HoldsReport {
+        HoldsReport {
+            system: "etcd",
+            clients: 16,
+            seats: 2000,
+            attempts: 10,
+            holds: 4,
+            conflicts: 3,
+            rate_limited: 0,
+            errors: failures.iter().map(|(_, n)| n).sum(),
+            failures: failures.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+            elapsed: Duration::from_secs(1),
+            t50: Some(Duration::from_millis(400)),
+            t90: None,
+            t100: None,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            p999_ms: 3.0,
+            max_ms: 4.0,
+            generator_cpu_s: 0.1,
+        }
+    }
+
+    /// A run's errors are told apart by kind in the table and the JSON, so a
+    /// dead endpoint ("connect") is not mistaken for the system's own refusals.
+    #[test]
+    fn errors_are_tallied_by_kind() {
+        let r = report(&[("etcd: connect", 2), ("etcd: HTTP 500", 1)]);
+        let t = table(std::slice::from_ref(&r));
+        assert!(
+            t.contains("errors (etcd): etcd: HTTP 500: 1, etcd: connect: 2"),
+            "{t}"
+        );
+        assert_eq!(r.to_json()["failures"]["etcd: connect"], 2);
+        let clean = table(&[report(&[])]);
+        assert!(!clean.contains("errors ("), "{clean}");
+    }
 }

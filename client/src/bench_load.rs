@@ -235,16 +235,22 @@ pub struct Step {
     pub seconds: f64,
 }
 
-/// What kind of failure an error is, for the report.
+/// A short kind for a failed call over the lean transport ([`crate::wire`]).
+pub fn wire_failure_kind(e: &crate::wire::WireError) -> &'static str {
+    match e {
+        crate::wire::WireError::Timeout(_) => "timeout",
+        crate::wire::WireError::Connect(_) => "connect",
+        _ => "transport",
+    }
+}
+
 /// A failure's kind for the report: transport trouble, or an API status and code.
 pub fn failure_kind(e: &ClientError) -> String {
     match e {
         ClientError::Transport(t) if t.is_timeout() => "timeout".into(),
         ClientError::Transport(t) if t.is_connect() => "connect".into(),
         ClientError::Transport(_) => "transport".into(),
-        ClientError::Wire(crate::wire::WireError::Timeout(_)) => "timeout".into(),
-        ClientError::Wire(crate::wire::WireError::Connect(_)) => "connect".into(),
-        ClientError::Wire(_) => "transport".into(),
+        ClientError::Wire(w) => wire_failure_kind(w).into(),
         ClientError::Api { status, code, .. } => format!("{status} {code}"),
         ClientError::Unexpected(_) => "unexpected".into(),
     }

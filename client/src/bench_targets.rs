@@ -28,7 +28,9 @@ pub enum Outcome {
     RateLimited,
     /// No user with room under the ticket limit is free: try again shortly.
     Busy,
-    Error,
+    /// Failed otherwise (no answer, an unexpected status, a database error),
+    /// with a short kind for the run's tally of failures.
+    Error(String),
 }
 
 /// Where the holds go.
@@ -161,7 +163,7 @@ impl Boxoffice {
             }
             Err(e) if e.status() == Some(409) || e.status() == Some(410) => Outcome::Conflict,
             Err(e) if matches!(e.status(), Some(429 | 503)) => Outcome::RateLimited,
-            Err(_) => Outcome::Error,
+            Err(e) => Outcome::Error(crate::bench_load::failure_kind(&e)),
         };
         let n = n + u32::from(matches!(outcome, Outcome::Held(_)));
         if n < self.holds_per_user {
@@ -268,9 +270,12 @@ impl Postgres {
         match tx.await {
             Ok(true) => Outcome::Held(id),
             Ok(false) => Outcome::Conflict,
-            Err(_) => {
+            Err(e) => {
                 let _ = c.batch_execute("ROLLBACK").await;
-                Outcome::Error
+                Outcome::Error(match e.code() {
+                    Some(state) => format!("PostgreSQL {}", state.code()),
+                    None => "PostgreSQL connection".into(),
+                })
             }
         }
     }
@@ -377,16 +382,20 @@ impl Etcd {
             })).collect::<Vec<_>>(),
         });
         let Ok(body) = serde_json::to_vec(&body) else {
-            return Outcome::Error;
+            return Outcome::Error("request not encoded".into());
         };
         let wire = &self.wires[pick % self.wires.len()];
         match wire.send("POST", "/v3/kv/txn", &[], Some(&body)).await {
             Ok(r) if r.status == 200 => match serde_json::from_slice::<Value>(&r.body) {
                 Ok(v) if v["succeeded"] == true => Outcome::Held(id),
                 Ok(_) => Outcome::Conflict,
-                Err(_) => Outcome::Error,
+                Err(_) => Outcome::Error("etcd: a 200 without JSON".into()),
             },
-            _ => Outcome::Error,
+            Ok(r) => Outcome::Error(format!("etcd: HTTP {}", r.status)),
+            Err(e) => Outcome::Error(format!(
+                "etcd: {}",
+                crate::bench_load::wire_failure_kind(&e)
+            )),
         }
     }
 
