@@ -41,10 +41,9 @@ pub struct HoldsReport {
     /// `errors` by kind (`timeout`, `500 INTERNAL`, `etcd: connect`, ...).
     pub failures: BTreeMap<String, u64>,
     pub elapsed: Duration,
-    /// Times at which 50%, 90% and 100% of the seats were held.
-    pub t50: Option<Duration>,
-    pub t90: Option<Duration>,
-    pub t100: Option<Duration>,
+    /// When 1%, 2%, ..., 100% of the seats were held, with the attempts made by
+    /// then: how the rate falls as conflicts take over.
+    pub progress: [Option<Mark>; 100],
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
@@ -78,9 +77,13 @@ impl HoldsReport {
             "attempts_per_s": self.attempts_per_s(),
             "holds_per_s": self.holds_per_s(),
             "holds_per_s_first_half": self.holds_per_s_first_half(),
-            "t50_s": secs(self.t50),
-            "t90_s": secs(self.t90),
-            "t100_s": secs(self.t100),
+            "t50_s": secs(self.t50()),
+            "t90_s": secs(self.t90()),
+            "t100_s": secs(self.t100()),
+            "progress": self.progress.iter().map(|m| m.map(|m| serde_json::json!({
+                "at_s": m.at.as_secs_f64(),
+                "attempts": m.attempts,
+            }))).collect::<Vec<_>>(),
             "p50_ms": self.p50_ms,
             "p99_ms": self.p99_ms,
             "p999_ms": self.p999_ms,
@@ -89,10 +92,25 @@ impl HoldsReport {
         })
     }
 
+    /// When half the seats were held.
+    pub fn t50(&self) -> Option<Duration> {
+        self.progress[49].map(|m| m.at)
+    }
+
+    /// When 90% of the seats were held.
+    pub fn t90(&self) -> Option<Duration> {
+        self.progress[89].map(|m| m.at)
+    }
+
+    /// When every seat was held.
+    pub fn t100(&self) -> Option<Duration> {
+        self.progress[99].map(|m| m.at)
+    }
+
     /// Holds per second until half the seats were held.
     pub fn holds_per_s_first_half(&self) -> Option<f64> {
         let pairs_half = f64::from(self.seats / 4);
-        self.t50.map(|t| pairs_half / t.as_secs_f64())
+        self.t50().map(|t| pairs_half / t.as_secs_f64())
     }
 }
 
@@ -167,19 +185,19 @@ struct Run {
     rate_limited: AtomicU64,
     errors: AtomicU64,
     failures: Mutex<BTreeMap<String, u64>>,
-    marks: Mutex<[Option<Duration>; 3]>,
+    /// When 1%, 2%, ..., 100% of the pairs were held.
+    marks: Mutex<[Option<Mark>; 100]>,
     started: Instant,
 }
 
 impl Run {
     fn mark(&self, held_pairs: u64) {
-        let total = self.pairs as u64;
         let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
-        for (slot, pct) in marks.iter_mut().zip([50u64, 90, 100]) {
-            if slot.is_none() && held_pairs * 100 >= total * pct {
-                *slot = Some(self.started.elapsed());
-            }
-        }
+        let now = Mark {
+            at: self.started.elapsed(),
+            attempts: self.attempts.load(Ordering::Relaxed),
+        };
+        fill_marks(&mut marks, held_pairs, self.pairs as u64, now);
     }
 
     async fn worker(self: Arc<Self>, w: usize, deadline: Instant) -> Histogram<u64> {
@@ -236,6 +254,24 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
 }
 
+/// A hundredth of the seats held: when, and after how many attempts in all.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    pub at: Duration,
+    pub attempts: u64,
+}
+
+/// Stamps `now` on every percent of `total` that `held` reaches and that has no
+/// mark yet: slot i is reached once `held` is at least (i + 1)% of `total`.
+fn fill_marks(marks: &mut [Option<Mark>; 100], held: u64, total: u64, now: Mark) {
+    let reached = (held * 100 / total.max(1)).min(100) as usize;
+    for slot in marks.iter_mut().take(reached) {
+        if slot.is_none() {
+            *slot = Some(now);
+        }
+    }
+}
+
 /// One run's shape.
 #[derive(Debug, Clone, Copy)]
 pub struct HoldsOptions {
@@ -271,7 +307,7 @@ pub async fn holds(
         rate_limited: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         failures: Mutex::new(BTreeMap::new()),
-        marks: Mutex::new([None; 3]),
+        marks: Mutex::new([None; 100]),
         started: Instant::now(),
     });
     let cpu0 = process_cpu_seconds();
@@ -328,9 +364,7 @@ pub async fn holds(
         errors: run.errors.load(Ordering::Relaxed),
         failures,
         elapsed,
-        t50: marks[0],
-        t90: marks[1],
-        t100: marks[2],
+        progress: marks,
         p50_ms: ms(hist.value_at_quantile(0.5)),
         p99_ms: ms(hist.value_at_quantile(0.99)),
         p999_ms: ms(hist.value_at_quantile(0.999)),
@@ -362,9 +396,9 @@ pub fn table(reports: &[HoldsReport]) -> String {
             r.p99_ms,
             r.p999_ms,
             r.max_ms,
-            secs(r.t50),
-            secs(r.t90),
-            secs(r.t100),
+            secs(r.t50()),
+            secs(r.t90()),
+            secs(r.t100()),
             100.0 * r.generator_cpu_s / r.elapsed.as_secs_f64(),
         ));
     }
@@ -395,15 +429,41 @@ mod tests {
             errors: failures.iter().map(|(_, n)| n).sum(),
             failures: failures.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
             elapsed: Duration::from_secs(1),
-            t50: Some(Duration::from_millis(400)),
-            t90: None,
-            t100: None,
+            progress: [None; 100],
             p50_ms: 1.0,
             p99_ms: 2.0,
             p999_ms: 3.0,
             max_ms: 4.0,
             generator_cpu_s: 0.1,
         }
+    }
+
+    /// Each percent of the pairs is stamped once, by the hold that reached it; a
+    /// hold that crosses several percents stamps them all.
+    #[test]
+    fn progress_marks_each_percent_once() {
+        let mut marks = [None; 100];
+        let at = |ms, attempts| Mark {
+            at: Duration::from_millis(ms),
+            attempts,
+        };
+        fill_marks(&mut marks, 1, 200, at(1, 1));
+        assert!(marks.iter().all(Option::is_none), "0.5% is no percent yet");
+        fill_marks(&mut marks, 2, 200, at(2, 3));
+        fill_marks(&mut marks, 2, 200, at(3, 4));
+        assert_eq!(marks[0].map(|m| m.attempts), Some(3), "first to reach it");
+        fill_marks(&mut marks, 7, 200, at(4, 9));
+        assert_eq!(marks[1].map(|m| m.at), Some(Duration::from_millis(4)));
+        assert_eq!(marks[2].map(|m| m.attempts), Some(9));
+        assert!(marks[3].is_none());
+        fill_marks(&mut marks, 200, 200, at(5, 400));
+        assert_eq!(marks[99].map(|m| m.attempts), Some(400));
+        let r = HoldsReport {
+            progress: marks,
+            ..report(&[])
+        };
+        assert_eq!(r.t50(), Some(Duration::from_millis(5)));
+        assert_eq!(r.to_json()["progress"][2]["attempts"], 9);
     }
 
     /// A run's errors are told apart by kind in the table and the JSON, so a

@@ -360,7 +360,7 @@ pub fn table(r: &RealtimeReport) -> String {
             rate(h),
             h.holds_per_s(),
             h.p99_ms,
-            h.t100
+            h.t100()
                 .map_or("-".into(), |d| format!("{:.1}", d.as_secs_f64()))
         ));
     }
