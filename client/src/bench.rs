@@ -22,7 +22,70 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{sample_event, Client, NewVenue};
+use crate::{sample_event, Client, NewVenue, RateLimitView};
+
+/// Which of the cluster's rate limits are raised over the spec's, as a line for
+/// the output of a `boxoffice bench` run: a run against such a cluster measures
+/// what the spec's limits would have refused. Asks every node (`GET
+/// /v1/admin/cluster`).
+pub async fn rate_limits_note(pool: &[Client]) -> String {
+    let mut nodes = Vec::new();
+    for c in pool {
+        nodes.push(match c.cluster().await {
+            Ok(v) if !v.rate_limits.is_empty() => (v.node_id, Some(v.rate_limits)),
+            Ok(v) => (v.node_id, None),
+            Err(_) => (0, None),
+        });
+    }
+    limits_line(&nodes)
+}
+
+/// The line of [`rate_limits_note`] from each node's limits (`None`: not
+/// reported); nodes that disagree are listed group by group.
+fn limits_line(nodes: &[(u64, Option<Vec<RateLimitView>>)]) -> String {
+    let mut groups: Vec<(&Option<Vec<RateLimitView>>, Vec<u64>)> = Vec::new();
+    for (node, limits) in nodes {
+        match groups.iter_mut().find(|(l, _)| *l == limits) {
+            Some((_, ids)) => ids.push(*node),
+            None => groups.push((limits, vec![*node])),
+        }
+    }
+    let describe = |limits: &Option<Vec<RateLimitView>>| match limits {
+        None => "not reported".to_string(),
+        Some(l) => {
+            let raised: Vec<_> = l
+                .iter()
+                .filter(|v| v.raised())
+                .map(|v| {
+                    format!(
+                        "{} {}/{} s (spec {}/{} s)",
+                        v.scope,
+                        v.requests,
+                        v.window_seconds,
+                        v.spec_requests,
+                        v.spec_window_seconds
+                    )
+                })
+                .collect();
+            if raised.is_empty() {
+                "the spec's, none raised".to_string()
+            } else {
+                format!("raised in this cluster's config: {}", raised.join(", "))
+            }
+        }
+    };
+    match groups.as_slice() {
+        [(limits, _)] => format!("rate limits (per client, per node): {}", describe(limits)),
+        _ => format!(
+            "rate limits (per client, per node) differ between nodes: {}",
+            groups
+                .iter()
+                .map(|(l, ids)| format!("nodes {ids:?}: {}", describe(l)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+}
 
 /// One run's outcome.
 #[derive(Debug, Clone)]
@@ -399,4 +462,50 @@ pub fn table(results: &[LevelResult]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(scope: &str, requests: u32, window_seconds: u64, spec: (u32, u64)) -> RateLimitView {
+        RateLimitView {
+            scope: scope.into(),
+            requests,
+            window_seconds,
+            spec_requests: spec.0,
+            spec_window_seconds: spec.1,
+        }
+    }
+
+    /// A limit is raised when it lets a client do more per second than the spec's,
+    /// whatever its window; the line names only those.
+    #[test]
+    fn raised_rate_limits_are_named() {
+        let spec = vec![
+            limit("reserve", 10, 60, (10, 60)),
+            limit("authenticated", 1000, 3600, (1000, 3600)),
+        ];
+        let raised = vec![
+            limit("reserve", 1_000_000, 60, (10, 60)),
+            // 20 per 7200 s is 10 per hour: tighter than 1000 per hour.
+            limit("authenticated", 20, 7200, (1000, 3600)),
+        ];
+        assert!(!spec[0].raised() && raised[0].raised() && !raised[1].raised());
+        assert_eq!(
+            limits_line(&[(1, Some(spec.clone())), (2, Some(spec.clone()))]),
+            "rate limits (per client, per node): the spec's, none raised"
+        );
+        assert_eq!(
+            limits_line(&[(1, Some(raised.clone())), (2, Some(raised.clone()))]),
+            "rate limits (per client, per node): raised in this cluster's config: \
+             reserve 1000000/60 s (spec 10/60 s)"
+        );
+        assert_eq!(
+            limits_line(&[(1, Some(raised)), (2, Some(spec)), (3, None)]),
+            "rate limits (per client, per node) differ between nodes: nodes [1]: raised in \
+             this cluster's config: reserve 1000000/60 s (spec 10/60 s); nodes [2]: the \
+             spec's, none raised; nodes [3]: not reported"
+        );
+    }
 }

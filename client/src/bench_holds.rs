@@ -49,6 +49,9 @@ pub struct HoldsReport {
     pub p999_ms: f64,
     pub max_ms: f64,
     pub generator_cpu_s: f64,
+    /// For Boxoffice: which of the cluster's rate limits are raised over the
+    /// spec's ([`crate::bench::rate_limits_note`]).
+    pub rate_limits: Option<String>,
 }
 
 impl HoldsReport {
@@ -89,6 +92,7 @@ impl HoldsReport {
             "p999_ms": self.p999_ms,
             "max_ms": self.max_ms,
             "generator_cpu_s": self.generator_cpu_s,
+            "rate_limits": self.rate_limits,
         })
     }
 
@@ -370,6 +374,7 @@ pub async fn holds(
         p999_ms: ms(hist.value_at_quantile(0.999)),
         max_ms: ms(hist.max()),
         generator_cpu_s,
+        rate_limits: None,
     })
 }
 
@@ -435,6 +440,7 @@ mod tests {
             p999_ms: 3.0,
             max_ms: 4.0,
             generator_cpu_s: 0.1,
+            rate_limits: None,
         }
     }
 

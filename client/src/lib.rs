@@ -165,6 +165,29 @@ pub struct ClusterView {
     pub node_id: u64,
     pub nodes: Vec<NodeView>,
     pub groups: Vec<GroupView>,
+    /// The answering node's rate limits beside the spec's (empty from a node that
+    /// does not report them).
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitView>,
+}
+
+/// One rate limit of a node (`[rate_limits]`) and the spec's for the same scope.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RateLimitView {
+    pub scope: String,
+    pub requests: u32,
+    pub window_seconds: u64,
+    pub spec_requests: u32,
+    pub spec_window_seconds: u64,
+}
+
+impl RateLimitView {
+    /// Allows a client more requests per second than the spec's limit does.
+    pub fn raised(&self) -> bool {
+        // requests / window > spec_requests / spec_window, without division.
+        u128::from(self.requests) * u128::from(self.spec_window_seconds)
+            > u128::from(self.spec_requests) * u128::from(self.window_seconds)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

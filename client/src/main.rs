@@ -362,6 +362,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tokens = storm_users(&p, *seats, most, holds_per_user).await?;
                 pool = Some(p);
             }
+            let limits = match &pool {
+                Some(p) => Some(bench::rate_limits_note(p).await),
+                None => None,
+            };
             let mut reports = Vec::new();
             for &c in clients {
                 let t = match (target, &pool) {
@@ -379,7 +383,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     clients: c,
                     limit: Duration::from_secs(*seconds),
                 };
-                reports.push(bench_holds::holds(t, opts, true).await?);
+                let mut report = bench_holds::holds(t, opts, true).await?;
+                report.rate_limits = limits.clone();
+                reports.push(report);
             }
             let against = match target {
                 HoldsTarget::Boxoffice => urls.join(", "),
@@ -388,6 +394,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             println!("seat holds: {seats} seats, random adjacent pairs, against {against}");
             print!("{}", bench_holds::table(&reports));
+            if let Some(l) = &limits {
+                println!("{l}");
+            }
             if let Some(path) = json {
                 let all: Vec<_> = reports.iter().map(|r| r.to_json()).collect();
                 std::fs::write(path, serde_json::to_vec_pretty(&all)?)?;
@@ -409,6 +418,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let holds_per_user = (*max_tickets / 2).max(1);
             let pool = bench::clients(&urls, &admin_key()?)?;
             let tokens = storm_users(&pool, *seats, *clients, holds_per_user).await?;
+            let limits = bench::rate_limits_note(&pool).await;
             let opts = bench_realtime::RealtimeOptions {
                 subscribers: *subscribers,
                 holds: bench_holds::HoldsOptions {
@@ -424,6 +434,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 urls.join(", ")
             );
             print!("{}", bench_realtime::table(&report));
+            println!("{limits}");
         }
         Cmd::Bench(BenchCmd::Onsale {
             urls,
@@ -437,6 +448,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let urls = or_default(urls, &cli.url);
             let pool = bench::clients(&urls, &admin_key()?)?;
             let tokens = self::fans(&pool, *fans, 16).await?;
+            let limits = bench::rate_limits_note(&pool).await;
             let opts = bench_onsale::OnsaleOptions {
                 seats: *seats,
                 fans: *fans,
@@ -448,6 +460,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = bench_onsale::onsale(pool, &urls, tokens, opts).await?;
             println!("on-sale against {}", urls.join(", "));
             print!("{}", bench_onsale::table(&report));
+            println!("{limits}");
             anyhow::ensure!(report.ok, "the on-sale's check failed");
         }
         Cmd::Bench(BenchCmd::Mixed {
@@ -459,12 +472,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let urls = or_default(urls, &cli.url);
             let (pool, tokens, event) =
                 bench_load::fans_and_event(&urls, &admin_key()?, *clients, *seats, "mixed").await?;
+            let limits = bench::rate_limits_note(&pool).await;
             let report = bench_load::mixed(pool, event, tokens, *seconds).await?;
             println!(
                 "on-sale mix: {seats}-seat event, {clients} fans, {seconds} s, against {}",
                 urls.join(", ")
             );
             print!("{}", bench_load::mixed_table(&report));
+            println!("{limits}");
         }
         Cmd::Bench(BenchCmd::Queue {
             urls,
@@ -479,6 +494,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = bench::clients(&urls, &admin_key()?)?;
             let started = std::time::Instant::now();
             let tokens = self::fans(&pool, *fans, 128).await?;
+            let limits = bench::rate_limits_note(&pool).await;
             println!(
                 "registered {fans} users in {:.1} s",
                 started.elapsed().as_secs_f64()
@@ -492,6 +508,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = bench_queue::queue(pool, tokens, opts).await?;
             println!("waiting room: one event, against {}", urls.join(", "));
             print!("{}", bench_queue::table(&report));
+            println!("{limits}");
             if !report.join_failures.is_empty() {
                 println!("failed joins by kind: {:?}", report.join_failures);
             }
@@ -524,6 +541,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (pool, tokens, event) =
                 bench_load::fans_and_event(&urls, &admin_key()?, *users, *seats, "overload")
                     .await?;
+            let limits = bench::rate_limits_note(&pool).await;
             let report =
                 bench_load::overload(pool, event, tokens, steps, *seconds, *probe_clients).await?;
             println!(
@@ -531,6 +549,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 urls.join(", ")
             );
             print!("{}", bench_load::overload_table(&report));
+            println!("{limits}");
         }
         Cmd::Bench(BenchCmd::Groups {
             urls,

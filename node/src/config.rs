@@ -356,6 +356,20 @@ pub struct RateLimits {
     pub authenticated: Limit,
 }
 
+impl RateLimits {
+    /// Each limit with its name in `[rate_limits]`.
+    pub fn named(&self) -> [(&'static str, Limit); 6] {
+        [
+            ("search", self.search),
+            ("event_details", self.event_details),
+            ("seat_map", self.seat_map),
+            ("reserve", self.reserve),
+            ("queue_status", self.queue_status),
+            ("authenticated", self.authenticated),
+        ]
+    }
+}
+
 impl Default for RateLimits {
     fn default() -> Self {
         Self {
@@ -520,15 +534,7 @@ impl ClusterConfig {
         if self.api.target_latency_ms == 0 {
             return bad("api.target_latency_ms must be at least 1".into());
         }
-        let l = &self.rate_limits;
-        for (name, limit) in [
-            ("search", l.search),
-            ("event_details", l.event_details),
-            ("seat_map", l.seat_map),
-            ("reserve", l.reserve),
-            ("queue_status", l.queue_status),
-            ("authenticated", l.authenticated),
-        ] {
+        for (name, limit) in self.rate_limits.named() {
             if limit.requests == 0 || limit.window_seconds == 0 {
                 return bad(format!(
                     "rate_limits.{name} needs requests and window_seconds above 0"

@@ -53,6 +53,33 @@ async fn a_users_budget_runs_out_with_429_and_recovers() -> Result<()> {
         || async { Ok((me(&a).await?.status().as_u16() == 200).then_some(())) },
     )
     .await?;
+
+    // The cluster view reports each limit beside the spec's, and `boxoffice bench`
+    // names the raised ones: 3 per 3 s lets a client do more than 1000 per hour.
+    let view = c.view(1).await?;
+    let scope = |s: &str| view.rate_limits.iter().find(|l| l.scope == s).cloned();
+    let authenticated = scope("authenticated").expect("authenticated limit reported");
+    assert_eq!(
+        (authenticated.requests, authenticated.window_seconds),
+        (3, 3)
+    );
+    assert_eq!(
+        (
+            authenticated.spec_requests,
+            authenticated.spec_window_seconds
+        ),
+        (1000, 3600)
+    );
+    assert!(authenticated.raised());
+    let reserve = scope("reserve").expect("reserve limit reported");
+    assert_eq!((reserve.requests, reserve.window_seconds), (10, 60));
+    assert!(!reserve.raised());
+    let note = boxoffice_client::bench::rate_limits_note(&[c.client(1)]).await;
+    assert_eq!(
+        note,
+        "rate limits (per client, per node): raised in this cluster's config: \
+         authenticated 3/3 s (spec 1000/3600 s)"
+    );
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::error::ErrorBody;
 use super::extract::{request_id_for, Admin, Json};
 use super::{ApiError, AppState};
+use crate::config::RateLimits;
 use crate::domain::catalog::{
     CatalogCommand, CatalogRejection, CatalogResponse, NewVenue, RowSpec, SectionSpec,
 };
@@ -132,6 +133,21 @@ pub struct NodeView {
     pub clock_offset_ms: Option<i64>,
 }
 
+/// One of this node's rate limits (`[rate_limits]`) beside the spec's, so a load
+/// generator can say when a cluster's config raises them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitView {
+    /// Its name in `[rate_limits]`: search, event_details, seat_map, reserve,
+    /// queue_status or authenticated.
+    pub scope: &'static str,
+    /// Requests per client per window on this node.
+    pub requests: u32,
+    pub window_seconds: u64,
+    /// The spec's limit for the same scope.
+    pub spec_requests: u32,
+    pub spec_window_seconds: u64,
+}
+
 /// A Raft group this node replicates.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct GroupView {
@@ -159,6 +175,8 @@ pub struct ClusterView {
     pub node_id: u64,
     pub nodes: Vec<NodeView>,
     pub groups: Vec<GroupView>,
+    /// This node's rate limits and the spec's.
+    pub rate_limits: Vec<RateLimitView>,
 }
 
 /// `GET /v1/admin/cluster`: nodes and their liveness, groups and their Raft state as
@@ -211,9 +229,25 @@ pub async fn cluster(State(ctx): State<AppState>, _admin: Admin) -> impl IntoRes
             }
         })
         .collect();
+    let spec = RateLimits::default().named();
+    let rate_limits = ctx
+        .config
+        .rate_limits
+        .named()
+        .into_iter()
+        .zip(spec)
+        .map(|((scope, l), (_, s))| RateLimitView {
+            scope,
+            requests: l.requests,
+            window_seconds: l.window_seconds,
+            spec_requests: s.requests,
+            spec_window_seconds: s.window_seconds,
+        })
+        .collect();
     axum::Json(ClusterView {
         node_id: ctx.me,
         nodes,
         groups,
+        rate_limits,
     })
 }
