@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use futures::stream::{self, StreamExt};
@@ -315,70 +315,128 @@ fn check_held(
     Ok(())
 }
 
-/// etcd through its JSON gateway (`/v3/kv/txn`, `/v3/kv/range`), keys
-/// `<prefix><seat>`. The holds go over the same lean transport as Boxoffice's
-/// ([`crate::wire`]), so both pay the same generator cost per request.
+/// How the generator talks to etcd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EtcdApi {
+    /// etcd's gRPC API, as its own client uses it (one HTTP/2 connection per
+    /// member, every client multiplexed on it).
+    Grpc,
+    /// The JSON gateway (`/v3/kv/txn`) over the same lean HTTP/1.1 transport as
+    /// Boxoffice's holds; etcd turns each request into a gRPC call to itself.
+    Json,
+}
+
+/// etcd, keys `<prefix><seat>`: each hold one `Txn` (both keys never created, then
+/// put both) through the API chosen; the final check is one `Range` over gRPC.
 pub struct Etcd {
-    http: reqwest::Client,
+    grpc: Vec<crate::etcd_grpc::KvClient>,
+    /// The gateway's connections, for [`EtcdApi::Json`].
     wires: Vec<crate::wire::Wire>,
-    endpoints: Vec<String>,
+    api: EtcdApi,
     prefix: String,
 }
 
 impl Etcd {
     /// A fresh key prefix on the cluster at `endpoints`.
-    pub async fn setup(endpoints: &[String]) -> anyhow::Result<Self> {
+    pub async fn setup(endpoints: &[String], api: EtcdApi) -> anyhow::Result<Self> {
         ensure!(!endpoints.is_empty(), "no etcd endpoints");
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(1024)
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        let prefix = format!("holds/{}/", uuid::Uuid::new_v4().simple());
-        let wires = endpoints
+        let timeout = Duration::from_secs(30);
+        let grpc = endpoints
             .iter()
-            .map(|u| {
-                crate::wire::Wire::for_base(u, Duration::from_secs(30))
-                    .with_context(|| format!("{u} is not a plain http://host:port endpoint"))
-            })
-            .collect::<anyhow::Result<_>>()?;
+            .map(|u| crate::etcd_grpc::KvClient::new(u, timeout))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let wires = match api {
+            EtcdApi::Grpc => Vec::new(),
+            EtcdApi::Json => endpoints
+                .iter()
+                .map(|u| {
+                    crate::wire::Wire::for_base(u, timeout)
+                        .with_context(|| format!("{u} is not a plain http://host:port endpoint"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
+        let prefix = format!("holds/{}/", uuid::Uuid::new_v4().simple());
         let e = Self {
-            http,
+            grpc,
             wires,
-            endpoints: endpoints.to_vec(),
+            api,
             prefix,
         };
-        // The cluster answers.
-        e.post(0, "/v3/maintenance/status", json!({})).await?;
+        // Every member answers, and the prefix is empty.
+        for (i, c) in e.grpc.iter().enumerate() {
+            let r = c
+                .range(e.prefix_range())
+                .await
+                .with_context(|| format!("etcd member {} does not answer", endpoints[i]))?;
+            ensure!(r.kvs.is_empty(), "fresh prefix {} is not empty", e.prefix);
+        }
         Ok(e)
     }
 
-    fn key(&self, seat: usize) -> String {
-        B64.encode(format!("{}{seat:06}", self.prefix))
+    fn key(&self, seat: usize) -> Vec<u8> {
+        format!("{}{seat:06}", self.prefix).into_bytes()
     }
 
-    async fn post(&self, pick: usize, path: &str, body: Value) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.endpoints[pick % self.endpoints.len()]);
-        let r = self.http.post(&url).json(&body).send().await?;
-        let status = r.status();
-        let v: Value = r.json().await?;
-        if !status.is_success() {
-            bail!("{url}: {status} {v}");
+    /// Every key under the prefix.
+    fn prefix_range(&self) -> crate::etcd_grpc::RangeRequest {
+        let mut end = self.prefix.clone().into_bytes();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
         }
-        Ok(v)
+        crate::etcd_grpc::RangeRequest {
+            key: self.prefix.clone().into_bytes(),
+            range_end: end,
+        }
     }
 
     /// One transaction: both keys never created, then put both.
     async fn hold(&self, p: usize, pick: usize) -> Outcome {
         let id = uuid::Uuid::new_v4().to_string();
-        let value = B64.encode(&id);
         let keys = [self.key(2 * p), self.key(2 * p + 1)];
+        match self.api {
+            EtcdApi::Grpc => self.hold_grpc(keys, id, pick).await,
+            EtcdApi::Json => self.hold_json(keys, id, pick).await,
+        }
+    }
+
+    async fn hold_grpc(&self, keys: [Vec<u8>; 2], id: String, pick: usize) -> Outcome {
+        use crate::etcd_grpc::{Compare, PutRequest, RequestOp, TxnRequest};
+        let txn = TxnRequest {
+            compare: keys
+                .iter()
+                .map(|k| Compare {
+                    result: crate::etcd_grpc::RESULT_EQUAL,
+                    target: crate::etcd_grpc::TARGET_CREATE,
+                    key: k.clone(),
+                    create_revision: Some(0),
+                })
+                .collect(),
+            success: keys
+                .into_iter()
+                .map(|key| RequestOp {
+                    request_put: Some(PutRequest {
+                        key,
+                        value: id.clone().into_bytes(),
+                    }),
+                })
+                .collect(),
+            failure: Vec::new(),
+        };
+        match self.grpc[pick % self.grpc.len()].txn(txn).await {
+            Ok(r) if r.succeeded => Outcome::Held(id),
+            Ok(_) => Outcome::Conflict,
+            Err(status) => Outcome::Error(format!("etcd: gRPC {:?}", status.code())),
+        }
+    }
+
+    async fn hold_json(&self, keys: [Vec<u8>; 2], id: String, pick: usize) -> Outcome {
+        let value = B64.encode(&id);
         let body = json!({
             "compare": keys.iter().map(|k| json!({
-                "key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"
+                "key": B64.encode(k), "target": "CREATE", "result": "EQUAL", "create_revision": "0"
             })).collect::<Vec<_>>(),
             "success": keys.iter().map(|k| json!({
-                "request_put": { "key": k, "value": value }
+                "request_put": { "key": B64.encode(k), "value": value }
             })).collect::<Vec<_>>(),
         });
         let Ok(body) = serde_json::to_vec(&body) else {
@@ -400,24 +458,16 @@ impl Etcd {
     }
 
     async fn verify(&self, acked: &[(String, usize)]) -> anyhow::Result<()> {
-        let start = B64.encode(&self.prefix);
-        let mut end = self.prefix.clone().into_bytes();
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
-        let v = self
-            .post(
-                0,
-                "/v3/kv/range",
-                json!({ "key": start, "range_end": B64.encode(end) }),
-            )
-            .await?;
+        let r = self.grpc[0]
+            .range(self.prefix_range())
+            .await
+            .context("etcd: the final range")?;
+        ensure!(!r.more, "etcd answered part of the range");
         let mut held = BTreeMap::new();
-        for kv in v["kvs"].as_array().into_iter().flatten() {
-            let key = String::from_utf8(B64.decode(kv["key"].as_str().unwrap_or_default())?)?;
-            let value = String::from_utf8(B64.decode(kv["value"].as_str().unwrap_or_default())?)?;
+        for kv in r.kvs {
+            let key = String::from_utf8(kv.key)?;
             let seat: usize = key.trim_start_matches(&self.prefix).parse()?;
-            held.insert(seat, value);
+            held.insert(seat, String::from_utf8(kv.value)?);
         }
         check_held(acked, |seat| held.get(&seat).cloned(), held.len())
     }

@@ -10,6 +10,7 @@ pub mod bench_onsale;
 pub mod bench_queue;
 pub mod bench_realtime;
 pub mod bench_targets;
+pub mod etcd_grpc;
 mod orders;
 pub mod wire;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use boxoffice_client::bench_targets::{Boxoffice, Etcd, Postgres, Target};
+use boxoffice_client::bench_targets::{Boxoffice, Etcd, EtcdApi, Postgres, Target};
 use boxoffice_client::{
     bench, bench_holds, bench_load, bench_onsale, bench_queue, bench_realtime, Client, NewVenue,
 };
@@ -95,6 +95,10 @@ enum BenchCmd {
         /// etcd client URLs (for `--target etcd`).
         #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
         etcd: Vec<String>,
+        /// How to talk to etcd (for `--target etcd`): its gRPC API, as its own
+        /// client does, or the JSON gateway.
+        #[arg(long, value_enum, default_value = "grpc")]
+        etcd_api: EtcdApi,
         /// Also write the reports as a JSON array here.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -346,6 +350,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             postgres,
             etcd,
+            etcd_api,
             json,
             seats,
             clients,
@@ -375,7 +380,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     (HoldsTarget::Postgres, _) => {
                         Target::Postgres(Postgres::setup(postgres, c, *seats).await?)
                     }
-                    (HoldsTarget::Etcd, _) => Target::Etcd(Etcd::setup(etcd).await?),
+                    (HoldsTarget::Etcd, _) => Target::Etcd(Etcd::setup(etcd, *etcd_api).await?),
                     (HoldsTarget::Boxoffice, None) => unreachable!("users registered above"),
                 };
                 let opts = bench_holds::HoldsOptions {
@@ -390,7 +395,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let against = match target {
                 HoldsTarget::Boxoffice => urls.join(", "),
                 HoldsTarget::Postgres => postgres.clone(),
-                HoldsTarget::Etcd => etcd.join(", "),
+                HoldsTarget::Etcd => format!("{} ({etcd_api:?})", etcd.join(", ")),
             };
             println!("seat holds: {seats} seats, random adjacent pairs, against {against}");
             print!("{}", bench_holds::table(&reports));
