@@ -221,9 +221,10 @@ impl Boxoffice {
 }
 
 /// PostgreSQL: table `bench_seats(id int primary key, holder text)`, one
-/// connection per worker.
+/// connection per worker, the hold's `UPDATE` prepared once on each (as drivers
+/// cache prepared statements) rather than parsed per hold.
 pub struct Postgres {
-    conns: Vec<tokio_postgres::Client>,
+    conns: Vec<(tokio_postgres::Client, tokio_postgres::Statement)>,
 }
 
 impl Postgres {
@@ -247,22 +248,26 @@ impl Postgres {
                 seats.saturating_sub(1)
             ))
             .await?;
-        Ok(Self { conns })
+        let mut prepared = Vec::with_capacity(conns.len());
+        for c in conns {
+            let hold = c
+                .prepare(
+                    "UPDATE bench_seats SET holder = $1 WHERE id IN ($2, $3) AND holder IS NULL",
+                )
+                .await?;
+            prepared.push((c, hold));
+        }
+        Ok(Self { conns: prepared })
     }
 
     /// One transaction: take both seats if both are free, else roll back.
     async fn hold(&self, w: usize, p: usize) -> Outcome {
-        let c = &self.conns[w % self.conns.len()];
+        let (c, update) = &self.conns[w % self.conns.len()];
         let id = uuid::Uuid::new_v4().to_string();
         let (a, b) = (2 * p as i32, 2 * p as i32 + 1);
         let tx = async {
             c.batch_execute("BEGIN").await?;
-            let n = c
-                .execute(
-                    "UPDATE bench_seats SET holder = $1 WHERE id IN ($2, $3) AND holder IS NULL",
-                    &[&id, &a, &b],
-                )
-                .await?;
+            let n = c.execute(update, &[&id, &a, &b]).await?;
             c.batch_execute(if n == 2 { "COMMIT" } else { "ROLLBACK" })
                 .await?;
             Ok::<bool, tokio_postgres::Error>(n == 2)
@@ -282,6 +287,7 @@ impl Postgres {
 
     async fn verify(&self, acked: &[(String, usize)]) -> anyhow::Result<()> {
         let rows = self.conns[0]
+            .0
             .query(
                 "SELECT id, holder FROM bench_seats WHERE holder IS NOT NULL",
                 &[],
