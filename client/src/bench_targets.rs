@@ -1,7 +1,8 @@
-//! The systems `boxoffice bench holds` can drive, with the same workload: a
-//! Boxoffice cluster through its public API, PostgreSQL (one transaction per hold
-//! that takes both seats only if both are free), and etcd (one transaction per
-//! hold: both keys unset, then put both). Each sets up S seats, holds pair `p`
+//! The systems `boxoffice bench holds` can drive, with the same workload, each the
+//! way its users drive it: a Boxoffice cluster through its public API, PostgreSQL
+//! (one transaction per hold that takes both seats only if both are free, through
+//! a prepared statement), and etcd over its gRPC API (one transaction per hold:
+//! both keys unset, then put both). Each sets up S seats, holds pair `p`
 //! (seats 2p and 2p+1) all or nothing, and verifies at the end that every
 //! acknowledged hold owns its seats and nothing else is held.
 
