@@ -34,6 +34,7 @@ pub async fn rate_limits_note(pool: &[Client]) -> String {
         nodes.push(match c.cluster().await {
             Ok(v) if !v.rate_limits.is_empty() => (v.node_id, Some(v.rate_limits)),
             Ok(v) => (v.node_id, None),
+            // No node has id 0: the line reads "nodes [0]: not reported".
             Err(_) => (0, None),
         });
     }

@@ -109,7 +109,9 @@ impl KvClient {
             .timeout(timeout)
             .connect_lazy();
         Ok(Self {
-            grpc: tonic::client::Grpc::new(channel),
+            // The final check reads every held seat in one answer: past tonic's
+            // 4 MiB default from about 45,000 seats.
+            grpc: tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX),
         })
     }
 
