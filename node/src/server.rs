@@ -37,6 +37,8 @@ pub struct NodeCtx {
     pub sagas: crate::orders::Sagas,
     /// Realtime subscriptions (WebSocket).
     pub realtime: crate::realtime::Hub,
+    /// Tokens this node already verified.
+    pub verified_tokens: crate::api::tokens::VerifiedTokens,
 }
 
 impl NodeCtx {
@@ -214,6 +216,7 @@ pub async fn run(
         prometheus,
         limiters: crate::api::Limiters::new(&config.rate_limits),
         event_infos: Default::default(),
+        verified_tokens: Default::default(),
         payments: crate::payments::from_config(&config.payments)?,
         sagas: Default::default(),
         realtime: Default::default(),

@@ -5,9 +5,15 @@
 //! The committed index is persisted without sync (openraft re-learns it from the leader).
 //! Purging first syncs the WAL, so state-machine writes of everything applied so far
 //! are durable before the log entries that produced them disappear.
+//!
+//! Reads: applying and replicating read back what was just appended, so the newest
+//! entries stay in memory as well ([`Tail`]) and those reads need no RocksDB
+//! iterator and no decode; anything older comes from RocksDB.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{OptionalSend, StorageIOError};
@@ -21,16 +27,100 @@ const TAG_VOTE: u8 = 1;
 const TAG_COMMITTED: u8 = 2;
 const TAG_PURGED: u8 = 3;
 
+/// Entries the [`Tail`] keeps at most.
+const TAIL_ENTRIES: usize = 64;
+/// Encoded bytes the [`Tail`] keeps at most (past one entry).
+const TAIL_BYTES: usize = 256 * 1024;
+
+/// The newest entries of a group's log, consecutive, each with its encoded size:
+/// a copy of what RocksDB holds, updated only after an append is durable and
+/// before a truncation or purge is written, so it never serves an entry the log
+/// does not have. Bounded by [`TAIL_ENTRIES`] and [`TAIL_BYTES`].
+#[derive(Default)]
+struct Tail {
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl Tail {
+    fn push(&mut self, entry: Entry, size: usize) {
+        let follows = self
+            .entries
+            .back()
+            .is_none_or(|(last, _)| entry.log_id.index == last.log_id.index.wrapping_add(1));
+        if !follows {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.entries.push_back((entry, size));
+        self.bytes += size;
+        while self.entries.len() > TAIL_ENTRIES
+            || (self.bytes > TAIL_BYTES && self.entries.len() > 1)
+        {
+            if let Some((_, size)) = self.entries.pop_front() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Forgets entries from `index` on (a truncation).
+    fn truncate(&mut self, index: u64) {
+        while self
+            .entries
+            .back()
+            .is_some_and(|(e, _)| e.log_id.index >= index)
+        {
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Forgets entries up to `index` (a purge).
+    fn purge(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|(e, _)| e.log_id.index <= index)
+        {
+            if let Some((_, size)) = self.entries.pop_front() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// The entries `start..end`, if the tail holds all of them.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        let first = self.entries.front()?.0.log_id.index;
+        let past = first + self.entries.len() as u64;
+        if start < first || end > past {
+            return None;
+        }
+        let range = (start - first) as usize..(end.max(start) - first) as usize;
+        Some(self.entries.range(range).map(|(e, _)| e.clone()).collect())
+    }
+}
+
 /// One group's Raft log and metadata.
 #[derive(Clone)]
 pub struct LogStore {
     group: GroupId,
     store: Store,
+    /// Shared with the readers openraft clones from this store.
+    tail: Arc<Mutex<Tail>>,
 }
 
 impl LogStore {
     pub fn new(store: Store, group: GroupId) -> Self {
-        Self { group, store }
+        Self {
+            group,
+            store,
+            tail: Arc::default(),
+        }
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Appends `entries` in one RocksDB batch and fsyncs it: the work of
@@ -41,8 +131,10 @@ impl LogStore {
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
+        let mut written = Vec::new();
         for entry in entries {
             let bytes = codec::encode(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            written.push((bytes.len(), entry.clone()));
             batch.put_cf(
                 self.store.cf(CF_LOG),
                 self.log_key(entry.log_id.index),
@@ -50,7 +142,12 @@ impl LogStore {
             );
         }
         self.write_blocking(batch, true, |e| StorageIOError::write_logs(e))
-            .await
+            .await?;
+        let mut tail = self.tail();
+        for (size, entry) in written {
+            tail.push(entry, size);
+        }
+        Ok(())
     }
 
     fn log_key(&self, index: u64) -> Vec<u8> {
@@ -118,6 +215,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        if let Some(entries) = end.and_then(|end| self.tail().get(start, end)) {
+            return Ok(entries);
+        }
         let start_key = self.log_key(start);
         let it = self.store.db().iterator_cf(
             self.store.cf(CF_LOG),
@@ -197,6 +302,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.tail().truncate(log_id.index);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
             self.store.cf(CF_LOG),
@@ -213,6 +319,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
             .map_err(|e| StorageIOError::write(&e))?
             .map_err(|e| StorageIOError::write(&e))?;
+        self.tail().purge(log_id.index);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
             self.store.cf(CF_LOG),
@@ -223,5 +330,66 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         batch.put_cf(self.store.cf(CF_RAFT), self.meta_key(TAG_PURGED), bytes);
         self.write_blocking(batch, false, |e| StorageIOError::write_logs(e))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        entries.map(|es| es.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn the_tail_serves_only_ranges_it_holds_whole() {
+        let mut tail = Tail::default();
+        assert_eq!(indexes(tail.get(0, 1)), None, "empty");
+        for i in 5..=8 {
+            tail.push(entry(i), 10);
+        }
+        assert_eq!(indexes(tail.get(5, 9)), Some(vec![5, 6, 7, 8]));
+        assert_eq!(indexes(tail.get(7, 8)), Some(vec![7]));
+        assert_eq!(indexes(tail.get(6, 6)), Some(vec![]));
+        assert_eq!(indexes(tail.get(4, 9)), None, "starts before the tail");
+        assert_eq!(indexes(tail.get(6, 10)), None, "ends past the log");
+
+        tail.truncate(7);
+        assert_eq!(indexes(tail.get(5, 7)), Some(vec![5, 6]));
+        assert_eq!(indexes(tail.get(5, 8)), None, "truncated");
+        tail.push(entry(7), 10);
+        tail.purge(5);
+        assert_eq!(indexes(tail.get(5, 8)), None, "purged");
+        assert_eq!(indexes(tail.get(6, 8)), Some(vec![6, 7]));
+
+        // An append that does not follow the tail replaces it.
+        tail.push(entry(20), 10);
+        assert_eq!(indexes(tail.get(6, 8)), None);
+        assert_eq!(indexes(tail.get(20, 21)), Some(vec![20]));
+    }
+
+    #[test]
+    fn the_tail_is_bounded_in_entries_and_bytes() {
+        let mut tail = Tail::default();
+        for i in 0..(TAIL_ENTRIES as u64 + 10) {
+            tail.push(entry(i), 1);
+        }
+        assert_eq!(tail.entries.len(), TAIL_ENTRIES);
+        assert_eq!(tail.entries.front().map(|(e, _)| e.log_id.index), Some(10));
+
+        tail.push(entry(TAIL_ENTRIES as u64 + 10), TAIL_BYTES);
+        assert_eq!(
+            tail.entries.len(),
+            1,
+            "one entry over the byte bound stays alone"
+        );
+        assert_eq!(tail.bytes, TAIL_BYTES);
     }
 }
