@@ -134,12 +134,13 @@ impl LogStore {
         let mut written = Vec::new();
         for entry in entries {
             let bytes = codec::encode(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
-            written.push((bytes.len(), entry.clone()));
+            let size = bytes.len();
             batch.put_cf(
                 self.store.cf(CF_LOG),
                 self.log_key(entry.log_id.index),
                 bytes,
             );
+            written.push((size, entry));
         }
         self.write_blocking(batch, true, |e| StorageIOError::write_logs(e))
             .await?;
