@@ -99,20 +99,25 @@ impl GroupMachine {
         (response, changes)
     }
 
-    /// The response `proposal` would surely get if a leader stamped it `now_ms` and
-    /// applied it on this state, when that response is a refusal the state alone
-    /// decides ([`Inventory::refusal_from_state`]); `None` when it must go through
-    /// the log. A request id the machine remembers always goes through the log: a
-    /// retry's answer is its first outcome.
-    pub fn refusal_from_state(&self, proposal: &Proposal, now_ms: i64) -> Option<Response> {
+    /// The response `proposal` would get if it were applied on this state at the
+    /// machine's own clock (the last stamped time in the log), when that response
+    /// is a refusal the state alone decides ([`Inventory::refusal_from_state`]);
+    /// `None` when it must go through the log. A request id the machine remembers
+    /// always goes through the log: a retry's answer is its first outcome.
+    ///
+    /// Time comes only from the log, as for [`Self::query`]: a hold past its
+    /// `expires_at` on some node's wall clock still counts until a stamped entry
+    /// (the next write or the sweep) passes it. Deciding with a wall clock made a
+    /// refusal treat a due hold as gone while a later read of the reservation, at
+    /// the replicated clock, still saw it ACTIVE, and wall clocks of different
+    /// leaders need not agree (found by the chaos test under clock skew).
+    pub fn refusal_from_state(&self, proposal: &Proposal) -> Option<Response> {
         if self.dedup.contains(&proposal.request_id) {
             return None;
         }
-        // What the machine's clock would read when applying it.
-        let now_ms = now_ms.max(self.clock_ms);
         match (&self.domain, &proposal.body) {
             (Domain::Inventory(i), CommandBody::Inventory(cmd)) => i
-                .refusal_from_state(cmd, now_ms)
+                .refusal_from_state(cmd, self.clock_ms)
                 .map(|r| Response::Inventory(InventoryResponse::Rejected(r))),
             _ => None,
         }

@@ -41,9 +41,10 @@ pub fn lease_length(election_timeout_min_ms: u64) -> Duration {
 }
 
 /// A linearizable read point: a replica that has applied `index` reflects every
-/// write acknowledged before the round started; `time_ms` is the leader's clock
-/// when it confirmed its leadership for the round (a time within every caller's
-/// request), so a follower evaluates time-dependent state as the leader would.
+/// write acknowledged before the round started; `time_ms` is the leader's wall
+/// clock when it confirmed its leadership for the round, still sent to peers but
+/// used by no decision: time-dependent state is evaluated at the machine's
+/// replicated clock (`GroupMachine::refusal_from_state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadPoint {
     pub index: u64,

@@ -88,10 +88,10 @@ pub async fn propose_local(
 
 /// Answers a proposal that its group's state would refuse, as a linearizable read:
 /// this node confirms it leads (read index), applies up to that index, and asks
-/// the machine what the proposal would get if stamped now
+/// the machine what the proposal would get at its replicated clock
 /// ([`crate::domain::GroupMachine::refusal_from_state`]). The refusal is then true
 /// of a state that contains every write acknowledged before the request arrived,
-/// at a time within the request, without a log append and its fsyncs (a conflict
+/// without a log append and its fsyncs (a conflict
 /// near the end of an on-sale is most of the traffic). `None`: the proposal goes
 /// through the log. Only for proposals whose outcome need not be remembered: a
 /// refusal answered here is not in the dedup table (see [`Router::propose_refusable`]).
@@ -99,14 +99,13 @@ async fn refuse_from_state(
     group: &Group,
     proposal: &Proposal,
 ) -> Result<Option<LocalOutcome>, RouteError> {
-    let now = || chrono::Utc::now().timestamp_millis();
     // Most proposals are not refused: a look at the applied state (fresh on a
     // leader) sends those straight to the log without a read index.
     if group
         .state
         .read()
         .machine
-        .refusal_from_state(proposal, now())
+        .refusal_from_state(proposal)
         .is_none()
     {
         return Ok(None);
@@ -118,7 +117,7 @@ async fn refuse_from_state(
     wait_applied(group, index, Duration::from_secs(2)).await?;
     let me = group.raft.metrics().borrow().id;
     let st = group.state.read();
-    let Some(response) = st.machine.refusal_from_state(proposal, now()) else {
+    let Some(response) = st.machine.refusal_from_state(proposal) else {
         return Ok(None);
     };
     metrics::counter!("boxoffice_refusals_from_state_total", "at" => "leader").increment(1);

@@ -155,7 +155,7 @@ impl Router {
 
     /// Answers a proposal that this follower's replica refuses, as a linearizable
     /// read: a read point from the leader (shared by concurrent callers), apply up
-    /// to it, and the machine's answer at the leader's time of the read point. The
+    /// to it, and the machine's answer at its replicated clock. The
     /// same answer the leader's [`refuse_from_state`] would give, without the
     /// forwarding hop for each request. `None`: this node leads or does not
     /// replicate the group, its state does not refuse the proposal, or no read
@@ -172,23 +172,14 @@ impl Router {
         if leader == self.me() {
             return None;
         }
-        let now = chrono::Utc::now().timestamp_millis();
         // Refused by a possibly stale state: worth a read point. Not refused: the
         // leader decides (most holds that succeed never wait for a read point).
-        group
-            .state
-            .read()
-            .machine
-            .refusal_from_state(proposal, now)?;
+        group.state.read().machine.refusal_from_state(proposal)?;
         group.touch();
         // Not past one round's timeout: without a leader to vouch for the state,
         // the usual route (which waits for one) takes the request.
         let budget = deadline.min(group.remote_reads.round_timeout());
         let point = self.read_point(&group, budget).await.ok()?;
-        // A leader that sends no clock (an older node) leaves expiry undecidable here.
-        if point.time_ms == 0 {
-            return None;
-        }
         // A replica far behind would spend the request's time catching up: the
         // same budget, then the usual route.
         wait_applied(
@@ -199,7 +190,7 @@ impl Router {
         .await
         .ok()?;
         let st = group.state.read();
-        let response = st.machine.refusal_from_state(proposal, point.time_ms)?;
+        let response = st.machine.refusal_from_state(proposal)?;
         metrics::counter!("boxoffice_refusals_from_state_total", "at" => "follower").increment(1);
         Some(Applied {
             response,
