@@ -41,14 +41,12 @@ pub fn lease_length(election_timeout_min_ms: u64) -> Duration {
 }
 
 /// A linearizable read point: a replica that has applied `index` reflects every
-/// write acknowledged before the round started; `time_ms` is the leader's wall
-/// clock when it confirmed its leadership for the round, still sent to peers but
-/// used by no decision: time-dependent state is evaluated at the machine's
-/// replicated clock (`GroupMachine::refusal_from_state`).
+/// write acknowledged before the round started. It carries no time: time-dependent
+/// state is evaluated at the machine's replicated clock
+/// (`GroupMachine::refusal_from_state`, `GroupMachine::query`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadPoint {
     pub index: u64,
-    pub time_ms: i64,
 }
 
 /// What a round found: the read point, or the leader hint if the node asked does
@@ -178,10 +176,7 @@ async fn leader_round(raft: Raft, lease: Arc<LeaseState>) -> ReadIndexResult {
                     index,
                 });
             }
-            Ok(Ok(ReadPoint {
-                index,
-                time_ms: chrono::Utc::now().timestamp_millis(),
-            }))
+            Ok(Ok(ReadPoint { index }))
         }
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Ok(Err(f.leader_id)),
         // Not enough of the quorum answered: no leader we can vouch for now.
@@ -205,7 +200,6 @@ impl LeaseState {
                 && *st.vote_ref() == lease.vote;
             valid.then(|| ReadPoint {
                 index: st.committed.map_or(0, |c| c.index).max(lease.index),
-                time_ms: chrono::Utc::now().timestamp_millis(),
             })
         })
         .await
@@ -260,10 +254,7 @@ mod tests {
                 let n = started.fetch_add(1, Ordering::SeqCst) + 1;
                 async move {
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    Ok(Ok(ReadPoint {
-                        index: n,
-                        time_ms: 0,
-                    }))
+                    Ok(Ok(ReadPoint { index: n }))
                 }
             }
         };
@@ -293,10 +284,7 @@ mod tests {
         let r = batch
             .shared(|| async {
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                Ok(Ok(ReadPoint {
-                    index: 1,
-                    time_ms: 0,
-                }))
+                Ok(Ok(ReadPoint { index: 1 }))
             })
             .await;
         assert_eq!(r, Ok(Err(None)));

@@ -183,19 +183,15 @@ impl Peer for PeerService {
     ) -> Result<Response<ReadIndexReply>, Status> {
         let req = req.into_inner();
         let group = self.group(&req.cluster, req.group_id)?;
-        let (outcome, leader_time_ms) = match read_index_local(&group).await {
-            Ok(Ok(point)) => (read_index_reply::Outcome::Index(point.index), point.time_ms),
-            Ok(Err(hint)) => (
-                read_index_reply::Outcome::NotLeader(NotLeader {
-                    leader_id: hint.unwrap_or(0),
-                }),
-                0,
-            ),
+        let outcome = match read_index_local(&group).await {
+            Ok(Ok(point)) => read_index_reply::Outcome::Index(point.index),
+            Ok(Err(hint)) => read_index_reply::Outcome::NotLeader(NotLeader {
+                leader_id: hint.unwrap_or(0),
+            }),
             Err(e) => return Err(Status::internal(e.to_string())),
         };
         Ok(Response::new(ReadIndexReply {
             outcome: Some(outcome),
-            leader_time_ms,
         }))
     }
 

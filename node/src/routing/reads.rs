@@ -81,10 +81,7 @@ impl Router {
                 match peers.read_index(target, &addr, group_id, left).await {
                     Ok(reply) => match reply.outcome {
                         Some(read_index_reply::Outcome::Index(index)) => {
-                            Ok(Step::Done(ReadPoint {
-                                index,
-                                time_ms: reply.leader_time_ms,
-                            }))
+                            Ok(Step::Done(ReadPoint { index }))
                         }
                         Some(read_index_reply::Outcome::NotLeader(nl)) => {
                             Ok(Step::NotLeader(Some(nl.leader_id).filter(|h| *h != 0)))
