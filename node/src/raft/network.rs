@@ -8,8 +8,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use boxoffice_proto::peer::{
-    ForwardItem, ForwardReply, ForwardRequest, HelloReply, HelloRequest, QueryReply, QueryRequest,
-    RaftReply, RaftRequest, ReadIndexReply, ReadIndexRequest,
+    ForwardAnswer, ForwardMessage, HelloReply, HelloRequest, QueryReply, QueryRequest, RaftReply,
+    RaftRequest, ReadIndexReply, ReadIndexRequest,
 };
 use boxoffice_proto::PeerClient;
 use openraft::error::{
@@ -146,26 +146,19 @@ impl Peers {
         .await
     }
 
-    /// Forwards encoded proposals to `node`, which applies them if it leads `group`
-    /// (one call; [`crate::routing::Forwarder`] gathers them).
-    pub async fn forward(
+    /// Opens a forward stream to `node` that sends `messages` (the first must be
+    /// the open message) and returns its answers ([`crate::routing::Forwarder`]).
+    /// Resolves once `node` has read the open message, or fails.
+    pub async fn forward_stream(
         &self,
         node: NodeId,
         addr: &str,
-        group: GroupId,
-        items: Vec<ForwardItem>,
-        timeout: Duration,
-    ) -> Result<ForwardReply, tonic::Status> {
-        let msg = ForwardRequest {
-            cluster: self.inner.cluster.clone(),
-            group_id: group.0,
-            from: self.inner.me,
-            items,
-        };
-        self.call(node, addr, timeout, msg, |mut c, r| async move {
-            c.forward(r).await
-        })
-        .await
+        messages: impl futures::Stream<Item = ForwardMessage> + Send + 'static,
+    ) -> Result<tonic::Streaming<ForwardAnswer>, tonic::Status> {
+        let mut client = self
+            .client(node, addr)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        Ok(client.forward(messages).await?.into_inner())
     }
 
     /// Asks `node` for `group`'s read index (it answers if it leads the group).

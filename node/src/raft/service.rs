@@ -4,13 +4,18 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use boxoffice_proto::peer::{
-    forward_outcome::Outcome, query_reply, read_index_reply, ForwardItem, ForwardOutcome,
-    ForwardReply, ForwardRequest, HelloReply, HelloRequest, NotLeader, QueryReply, QueryRequest,
-    RaftReply, RaftRequest, ReadIndexReply, ReadIndexRequest, WatchRequest,
+    forward_message, forward_outcome::Outcome, query_reply, read_index_reply, ForwardAnswer,
+    ForwardCommand, ForwardMessage, ForwardOutcome, HelloReply, HelloRequest, NotLeader,
+    QueryReply, QueryRequest, RaftReply, RaftRequest, ReadIndexReply, ReadIndexRequest,
+    WatchRequest,
 };
 use boxoffice_proto::Peer;
 use serde::Serialize;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::groups::{Group, Groups};
@@ -21,17 +26,17 @@ use crate::routing::{
     propose_local, query_local, read_index_local, wait_applied, LocalOutcome, RouteError,
 };
 
-/// Commands one forward call may carry (the sender sends at most
-/// [`crate::routing::MAX_FORWARD_BATCH`]).
-pub const MAX_FORWARD_ITEMS: usize = 4096;
+/// Commands of one forward stream being proposed at once; more are refused
+/// unwritten (`overloaded`) until some are answered.
+pub const MAX_FORWARDS_IN_FLIGHT: usize = 4096;
 
 /// Proposes one forwarded command here, within the sender's timeout.
-async fn forward_one(group: &Group, item: ForwardItem) -> ForwardOutcome {
-    let outcome = match codec::decode::<Proposal>(&item.command) {
+async fn forward_one(group: &Group, command: ForwardCommand) -> ForwardOutcome {
+    let outcome = match codec::decode::<Proposal>(&command.command) {
         Err(e) => Outcome::Unknown(format!("undecodable command: {e}")),
         Ok(proposal) => {
-            let timeout = Duration::from_millis(item.timeout_ms.clamp(1, 60_000));
-            let attempt = propose_local(group, proposal, item.refusal_from_state);
+            let timeout = Duration::from_millis(command.timeout_ms.clamp(1, 60_000));
+            let attempt = propose_local(group, proposal, command.refusal_from_state);
             match tokio::time::timeout(timeout, attempt).await {
                 Ok(Ok(LocalOutcome::Applied(a))) => match codec::encode(&(a.response, a.index)) {
                     Ok(bytes) => Outcome::Response(bytes),
@@ -48,6 +53,64 @@ async fn forward_one(group: &Group, item: ForwardItem) -> ForwardOutcome {
     };
     ForwardOutcome {
         outcome: Some(outcome),
+    }
+}
+
+/// Reads a forward stream's commands and proposes each on its own task, answering
+/// it by id when its outcome is known. A command for a group not running here is
+/// answered `unknown` (the sender tries another node); past
+/// [`MAX_FORWARDS_IN_FLIGHT`], `overloaded`. Answers already under way are still
+/// sent after the sender stops sending; the answer stream ends with the last.
+async fn serve_forwards(
+    groups: Groups,
+    mut incoming: tonic::Streaming<ForwardMessage>,
+    answers: mpsc::UnboundedSender<Result<ForwardAnswer, Status>>,
+) {
+    let in_flight = Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT));
+    loop {
+        let command = match incoming.message().await {
+            Ok(Some(ForwardMessage {
+                message: Some(forward_message::Message::Command(c)),
+            })) => c,
+            Ok(Some(_)) => {
+                let _ = answers.send(Err(Status::invalid_argument(
+                    "a forward stream opens once; then only commands",
+                )));
+                return;
+            }
+            Ok(None) => return,
+            Err(status) => {
+                tracing::debug!("forward stream ended: {status}");
+                return;
+            }
+        };
+        let id = command.id;
+        let answer = |outcome| {
+            Ok(ForwardAnswer {
+                id,
+                outcome: Some(ForwardOutcome {
+                    outcome: Some(outcome),
+                }),
+            })
+        };
+        let Some(group) = groups.get(GroupId(command.group_id)) else {
+            let why = format!("group {} is not running on this node", command.group_id);
+            let _ = answers.send(answer(Outcome::Unknown(why)));
+            continue;
+        };
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            let _ = answers.send(answer(Outcome::Overloaded(true)));
+            continue;
+        };
+        let answers = answers.clone();
+        tokio::spawn(async move {
+            let outcome = forward_one(&group, command).await;
+            drop(permit);
+            let _ = answers.send(Ok(ForwardAnswer {
+                id,
+                outcome: Some(outcome),
+            }));
+        });
     }
 }
 
@@ -159,22 +222,28 @@ impl Peer for PeerService {
         reply(&group.raft.install_snapshot(rpc).await)
     }
 
+    type ForwardStream = UnboundedReceiverStream<Result<ForwardAnswer, Status>>;
+
     async fn forward(
         &self,
-        req: Request<ForwardRequest>,
-    ) -> Result<Response<ForwardReply>, Status> {
-        let req = req.into_inner();
-        let group = self.group(&req.cluster, req.group_id)?;
-        if req.items.len() > MAX_FORWARD_ITEMS {
-            return Err(Status::invalid_argument(format!(
-                "{} commands in one forward; at most {MAX_FORWARD_ITEMS}",
-                req.items.len()
-            )));
-        }
-        // Proposed together, so they reach the group's batcher together.
-        let items = req.items.into_iter().map(|item| forward_one(&group, item));
-        let items = futures::future::join_all(items).await;
-        Ok(Response::new(ForwardReply { items }))
+        req: Request<tonic::Streaming<ForwardMessage>>,
+    ) -> Result<Response<Self::ForwardStream>, Status> {
+        let mut incoming = req.into_inner();
+        let open = match incoming.message().await? {
+            Some(ForwardMessage {
+                message: Some(forward_message::Message::Open(open)),
+            }) => open,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a forward stream starts with its open message",
+                ))
+            }
+        };
+        self.check_cluster(&open.cluster)?;
+        tracing::debug!(from = open.from, "forward stream opened");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(serve_forwards(self.groups.clone(), incoming, tx));
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
     }
 
     async fn read_index(

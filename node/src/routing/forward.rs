@@ -1,55 +1,117 @@
-//! [`Forwarder`]: a follower's proposals for a group's leader, gathered into calls.
+//! [`Forwarder`]: a follower's proposals for a group's leader, on one stream per peer.
 //!
 //! Two thirds of the requests of a 3-node cluster arrive at a node that does not
-//! lead their group and are forwarded. One gRPC call per request cost an HTTP/2
-//! stream each way (headers, data, trailers, a task on the leader) and was the
-//! largest share of the peer traffic's CPU. The forwarder gathers, per leader and
-//! group, the commands that arrive until a task it spawned for the first of them
-//! runs, and sends them as one call (up to [`MAX_FORWARD_BATCH`]). It never holds a
-//! command back for an earlier call to finish: a first version that kept two calls
-//! in flight per lane doubled the forwarded requests' latency under load (a command
-//! waited for a free call, then for the slowest command of its call), and the
-//! nodes' adaptive limits shed half the join benchmark. On an idle node the task
-//! runs at once and the call carries one command; on a busy one it waits its turn
-//! on the runtime, and whatever arrived meanwhile rides along. Each command keeps
-//! its own outcome and deadline: the leader proposes them side by side and answers
-//! each, and a caller that gives up stops waiting for its own answer only.
+//! lead their group and are forwarded. A gRPC call per command (and later per
+//! batch of the commands that arrived together) cost an HTTP/2 stream each way:
+//! headers and trailers encoded and parsed, a stream opened and closed, a task on
+//! the leader. In a hold race the batches averaged 1.6 commands, so that was a
+//! call per command or nearly. Now each node keeps one long-lived `Peer.Forward`
+//! stream per peer it forwards to: a command is one message on it, sent at once
+//! (never held back for others), and its answer comes back by id as soon as the
+//! leader knows it, whatever the other commands on the stream are doing. Commands
+//! queued together while the connection's task is busy share a write.
+//!
+//! A stream that fails (the peer restarted, the connection dropped) answers every
+//! command waiting on it with `unavailable`, and the next command opens a new one.
+//! The router retries such a command like any failed forward, with the same request
+//! id, so one that did commit is answered from the leader's dedup table.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use boxoffice_proto::peer::{ForwardItem, ForwardOutcome};
-use tokio::sync::oneshot;
+use boxoffice_proto::peer::{
+    forward_message, ForwardCommand, ForwardMessage, ForwardOpen, ForwardOutcome,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::raft::{GroupId, NodeId, Peers};
 
-/// Commands in one call at most.
-pub const MAX_FORWARD_BATCH: usize = 256;
+/// A command's answer as its caller gets it.
+type Answer = Result<ForwardOutcome, tonic::Status>;
 
-/// Where a call goes: the node (at the address it was reached at) and the group.
-type Lane = (NodeId, String, GroupId);
+/// Where a stream goes: the node, at the address it was reached at.
+type Key = (NodeId, String);
 
-struct Waiting {
-    item: ForwardItem,
-    deadline: Instant,
-    tx: oneshot::Sender<Result<ForwardOutcome, tonic::Status>>,
-}
-
-/// Forwards commands to group leaders, gathered per node and group (module doc).
+/// Forwards commands to group leaders over one stream per peer (module doc).
 #[derive(Clone)]
 pub struct Forwarder {
     peers: Peers,
-    /// Each lane's commands waiting for the task that sends them (spawned for the
-    /// first; the lane is removed when that task takes them all).
-    lanes: Arc<Mutex<HashMap<Lane, Vec<Waiting>>>>,
+    streams: Arc<Mutex<HashMap<Key, Arc<Stream>>>>,
+}
+
+/// One open (or opening) `Peer.Forward` stream.
+struct Stream {
+    /// The messages to send, in order; its receiver is the request's body.
+    tx: mpsc::UnboundedSender<ForwardMessage>,
+    state: Mutex<StreamState>,
+}
+
+#[derive(Default)]
+struct StreamState {
+    next_id: u64,
+    /// Commands sent and not yet answered, by id.
+    waiting: HashMap<u64, oneshot::Sender<Answer>>,
+    /// Why the stream ended, once it has: nothing more is registered.
+    closed: Option<tonic::Status>,
+}
+
+impl Stream {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StreamState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a command and returns its id and the receiver of its answer;
+    /// `None` if the stream has ended.
+    fn register(&self) -> Option<(u64, oneshot::Receiver<Answer>)> {
+        let mut st = self.lock();
+        if st.closed.is_some() {
+            return None;
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        let (tx, rx) = oneshot::channel();
+        st.waiting.insert(id, tx);
+        Some((id, rx))
+    }
+
+    /// Answers command `id`, if its caller still waits.
+    fn answer(&self, id: u64, answer: Answer) {
+        let tx = self.lock().waiting.remove(&id);
+        if let Some(tx) = tx {
+            let _ = tx.send(answer);
+        }
+    }
+
+    /// Ends the stream: every waiting command gets `status`.
+    fn close(&self, status: tonic::Status) {
+        let waiting = {
+            let mut st = self.lock();
+            st.closed = Some(status.clone());
+            std::mem::take(&mut st.waiting)
+        };
+        for tx in waiting.into_values() {
+            let _ = tx.send(Err(status.clone()));
+        }
+    }
+}
+
+/// Forgets a command its caller stopped waiting for (answered, timed out, or
+/// the caller's future dropped).
+struct Forget<'a>(&'a Stream, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.lock().waiting.remove(&self.1);
+    }
 }
 
 impl Forwarder {
     pub fn new(peers: Peers) -> Self {
         Self {
             peers,
-            lanes: Arc::default(),
+            streams: Arc::default(),
         }
     }
 
@@ -64,92 +126,114 @@ impl Forwarder {
         refusal_from_state: bool,
         timeout: Duration,
     ) -> Result<ForwardOutcome, tonic::Status> {
-        let (tx, rx) = oneshot::channel();
-        let lane: Lane = (node, addr.to_string(), group);
-        let first = {
-            let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-            let queue = lanes.entry(lane.clone()).or_default();
-            queue.push(Waiting {
-                item: ForwardItem {
-                    command,
-                    refusal_from_state,
-                    timeout_ms: 0,
-                },
-                deadline: Instant::now() + timeout,
-                tx,
-            });
-            queue.len() == 1
+        // A stream found just as it ended is replaced once.
+        let (stream, id, rx) = match self.register(node, addr) {
+            Some(registered) => registered,
+            None => self
+                .register(node, addr)
+                .ok_or_else(|| tonic::Status::unavailable("the forward stream ended"))?,
         };
-        if first {
-            // Spawned: a caller that gives up must not strand the commands behind it.
-            tokio::spawn(self.clone().send(lane));
+        let _forget = Forget(&stream, id);
+        let message = ForwardMessage {
+            message: Some(forward_message::Message::Command(ForwardCommand {
+                id,
+                group_id: group.0,
+                command,
+                refusal_from_state,
+                timeout_ms: u64::try_from(timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            })),
+        };
+        if stream.tx.send(message).is_err() {
+            return Err(tonic::Status::unavailable("the forward stream ended"));
         }
+        metrics::counter!("boxoffice_forwards_total").increment(1);
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(tonic::Status::unavailable("the forwarder stopped")),
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(tonic::Status::unavailable("the forward stream ended")),
             Err(_) => Err(tonic::Status::deadline_exceeded(
                 "no answer from the leader within the deadline",
             )),
         }
     }
 
-    /// Takes the lane's waiting commands and sends them, in calls of at most
-    /// [`MAX_FORWARD_BATCH`] side by side. Commands that arrive after the take
-    /// find an empty lane and start the next task.
-    async fn send(self, lane: Lane) {
-        // Behind the tasks already runnable and the next look at the sockets, so
-        // the commands they carry ride along.
-        tokio::task::yield_now().await;
-        let mut waiting = {
-            let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-            lanes.remove(&lane).unwrap_or_default()
+    /// The live stream to `node` at `addr` (opened if there is none) and a
+    /// command registered on it; `None` if that stream has just ended.
+    fn register(
+        &self,
+        node: NodeId,
+        addr: &str,
+    ) -> Option<(Arc<Stream>, u64, oneshot::Receiver<Answer>)> {
+        let key: Key = (node, addr.to_string());
+        let stream = {
+            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            match streams.get(&key) {
+                Some(s) if s.lock().closed.is_none() => s.clone(),
+                _ => {
+                    let s = self.open(key.clone());
+                    streams.insert(key, s.clone());
+                    s
+                }
+            }
         };
-        while waiting.len() > MAX_FORWARD_BATCH {
-            let rest = waiting.split_off(MAX_FORWARD_BATCH);
-            tokio::spawn(
-                self.clone()
-                    .call(lane.clone(), std::mem::replace(&mut waiting, rest)),
-            );
-        }
-        self.call(lane, waiting).await;
+        let (id, rx) = stream.register()?;
+        Some((stream, id, rx))
     }
 
-    /// One call with `batch`, answering each command's caller.
-    async fn call(self, lane: Lane, batch: Vec<Waiting>) {
-        let (node, addr, group) = &lane;
-        let now = Instant::now();
-        // Callers past their deadline have stopped waiting: not sent.
-        let live: Vec<Waiting> = batch.into_iter().filter(|w| w.deadline > now).collect();
-        let Some(longest) = live.iter().map(|w| w.deadline - now).max() else {
-            return;
+    /// Starts a stream to `key`: its open message is queued first, and a task
+    /// makes the call, hands each answer to its command's caller, and closes the
+    /// stream when the call ends.
+    fn open(&self, key: Key) -> Arc<Stream> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let open = ForwardMessage {
+            message: Some(forward_message::Message::Open(ForwardOpen {
+                cluster: self.peers.cluster().to_string(),
+                from: self.peers.me(),
+            })),
         };
-        let (items, txs): (Vec<ForwardItem>, Vec<_>) = live
-            .into_iter()
-            .map(|mut w| {
-                let left = w.deadline.saturating_duration_since(now);
-                w.item.timeout_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
-                (w.item, w.tx)
-            })
-            .unzip();
-        metrics::histogram!("boxoffice_forwards_per_call").record(items.len() as f64);
-        let n = items.len();
-        let answers: Vec<Result<ForwardOutcome, tonic::Status>> = match self
-            .peers
-            .forward(*node, addr, *group, items, longest)
-            .await
-        {
-            Ok(reply) if reply.items.len() == n => reply.items.into_iter().map(Ok).collect(),
-            Ok(reply) => {
-                let e = tonic::Status::internal(format!(
-                    "node {node} answered {} of {n} forwarded commands",
-                    reply.items.len()
-                ));
-                vec![Err(e); n]
+        // The receiver is alive: it is moved into the task below.
+        let _ = tx.send(open);
+        let stream = Arc::new(Stream {
+            tx,
+            state: Mutex::default(),
+        });
+        let (this, s) = (self.clone(), stream.clone());
+        tokio::spawn(async move {
+            let status = this.run(&key, rx, &s).await;
+            tracing::debug!(node = key.0, addr = %key.1, "forward stream ended: {status}");
+            {
+                let mut streams = this.streams.lock().unwrap_or_else(|e| e.into_inner());
+                if streams.get(&key).is_some_and(|cur| Arc::ptr_eq(cur, &s)) {
+                    streams.remove(&key);
+                }
             }
-            Err(status) => vec![Err(status); n],
+            s.close(status);
+        });
+        stream
+    }
+
+    /// Makes the call and answers commands until it ends; returns why it ended.
+    async fn run(
+        &self,
+        (node, addr): &Key,
+        rx: mpsc::UnboundedReceiver<ForwardMessage>,
+        stream: &Stream,
+    ) -> tonic::Status {
+        let outgoing = UnboundedReceiverStream::new(rx);
+        let mut answers = match self.peers.forward_stream(*node, addr, outgoing).await {
+            Ok(answers) => answers,
+            Err(status) => return status,
         };
-        for (tx, answer) in txs.into_iter().zip(answers) {
-            let _ = tx.send(answer);
+        loop {
+            match answers.message().await {
+                Ok(Some(a)) => {
+                    let outcome = a.outcome.unwrap_or_default();
+                    stream.answer(a.id, Ok(outcome));
+                }
+                Ok(None) => return tonic::Status::unavailable("the peer ended the forward stream"),
+                Err(status) => return status,
+            }
         }
     }
 }

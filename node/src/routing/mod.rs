@@ -17,7 +17,7 @@ use boxoffice_proto::peer::forward_outcome;
 mod forward;
 mod reads;
 
-pub use forward::{Forwarder, MAX_FORWARD_BATCH};
+pub use forward::Forwarder;
 pub use reads::{query_local, read_index_local, wait_applied, Answered};
 
 use crate::codec;
