@@ -21,6 +21,9 @@ use crate::raft::{
 };
 use crate::routing::{Applied, RouteError, Router};
 
+/// How long a stopping node lets its peer server finish the calls it is serving.
+const PEER_DRAIN: Duration = Duration::from_secs(5);
+
 /// Everything a request handler can reach.
 pub struct NodeCtx {
     pub config: Arc<ClusterConfig>,
@@ -223,9 +226,13 @@ pub async fn run(
     });
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let grpc_service = PeerServer::new(PeerService::new(groups.clone(), cluster_uuid.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let grpc_service = PeerServer::new(PeerService::new(
+        groups.clone(),
+        cluster_uuid.clone(),
+        stop_rx.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             // A peer that vanished without closing (its streams, e.g. a realtime
@@ -289,10 +296,17 @@ pub async fn run(
         t.abort();
     }
     let _ = stop_tx.send(true);
-    match grpc.await {
-        Ok(Err(e)) => tracing::warn!("peer server: {e}"),
-        Err(e) => tracing::warn!("peer server task: {e}"),
-        Ok(Ok(())) => {}
+    // The peer server drains its calls; one a peer keeps open (a realtime feed) or
+    // a forwarded command waiting for a commit must not hold the node up forever.
+    let abort = grpc.abort_handle();
+    match tokio::time::timeout(PEER_DRAIN, grpc).await {
+        Ok(Ok(Err(e))) => tracing::warn!("peer server: {e}"),
+        Ok(Err(e)) => tracing::warn!("peer server task: {e}"),
+        Ok(Ok(Ok(()))) => {}
+        Err(_) => {
+            tracing::warn!("peer calls still open after {PEER_DRAIN:?}; closing them");
+            abort.abort();
+        }
     }
     groups.stop_all().await;
     served.map_err(Error::Io)

@@ -14,7 +14,7 @@ use boxoffice_proto::peer::{
 };
 use boxoffice_proto::Peer;
 use serde::Serialize;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -59,16 +59,23 @@ async fn forward_one(group: &Group, command: ForwardCommand) -> ForwardOutcome {
 /// Reads a forward stream's commands and proposes each on its own task, answering
 /// it by id when its outcome is known. A command for a group not running here is
 /// answered `unknown` (the sender tries another node); past
-/// [`MAX_FORWARDS_IN_FLIGHT`], `overloaded`. Answers already under way are still
-/// sent after the sender stops sending; the answer stream ends with the last.
+/// [`MAX_FORWARDS_IN_FLIGHT`], `overloaded`. Reading stops when the sender stops
+/// sending or this node stops (so the peer server's graceful shutdown is not held
+/// by a stream a peer keeps open); answers already under way are still sent, and
+/// the answer stream ends with the last.
 async fn serve_forwards(
     groups: Groups,
     mut incoming: tonic::Streaming<ForwardMessage>,
     answers: mpsc::UnboundedSender<Result<ForwardAnswer, Status>>,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT));
     loop {
-        let command = match incoming.message().await {
+        let next = tokio::select! {
+            next = incoming.message() => next,
+            _ = stopping.wait_for(|stop| *stop) => return,
+        };
+        let command = match next {
             Ok(Some(ForwardMessage {
                 message: Some(forward_message::Message::Command(c)),
             })) => c,
@@ -119,16 +126,20 @@ pub struct PeerService {
     groups: Groups,
     /// Catalog's cluster uuid once known, reported in hello replies.
     cluster_uuid: std::sync::Arc<dyn Fn() -> Option<uuid::Uuid> + Send + Sync>,
+    /// Turns true when the node stops: forward streams stop reading.
+    stopping: watch::Receiver<bool>,
 }
 
 impl PeerService {
     pub fn new(
         groups: Groups,
         cluster_uuid: std::sync::Arc<dyn Fn() -> Option<uuid::Uuid> + Send + Sync>,
+        stopping: watch::Receiver<bool>,
     ) -> Self {
         Self {
             groups,
             cluster_uuid,
+            stopping,
         }
     }
 
@@ -242,7 +253,12 @@ impl Peer for PeerService {
         self.check_cluster(&open.cluster)?;
         tracing::debug!(from = open.from, "forward stream opened");
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(serve_forwards(self.groups.clone(), incoming, tx));
+        tokio::spawn(serve_forwards(
+            self.groups.clone(),
+            incoming,
+            tx,
+            self.stopping.clone(),
+        ));
         Ok(Response::new(UnboundedReceiverStream::new(rx)))
     }
 

@@ -17,12 +17,13 @@
 //! id, so one that did commit is answered from the leader's dedup table.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use boxoffice_proto::peer::{
     forward_message, ForwardCommand, ForwardMessage, ForwardOpen, ForwardOutcome,
 };
+use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -43,8 +44,9 @@ pub struct Forwarder {
 
 /// One open (or opening) `Peer.Forward` stream.
 struct Stream {
-    /// The messages to send, in order; its receiver is the request's body.
-    tx: mpsc::UnboundedSender<ForwardMessage>,
+    /// The commands to send, in order, each with its caller's deadline; the
+    /// receiver feeds the request's body ([`Forwarder::run`]).
+    tx: mpsc::UnboundedSender<(ForwardCommand, Instant)>,
     state: Mutex<StreamState>,
 }
 
@@ -82,6 +84,21 @@ impl Stream {
         if let Some(tx) = tx {
             let _ = tx.send(answer);
         }
+    }
+
+    /// `command` as it leaves, if its caller still waits: with the time it has
+    /// left as its timeout. Commands whose callers stopped waiting (queued while
+    /// the stream opened, or while the peer did not read) are not sent, so a
+    /// leader never proposes one its sender has already given up on.
+    fn fresh(&self, mut command: ForwardCommand, deadline: Instant) -> Option<ForwardMessage> {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        if !self.lock().waiting.contains_key(&command.id) {
+            return None;
+        }
+        command.timeout_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
+        Some(ForwardMessage {
+            message: Some(forward_message::Message::Command(command)),
+        })
     }
 
     /// Ends the stream: every waiting command gets `status`.
@@ -134,18 +151,15 @@ impl Forwarder {
                 .ok_or_else(|| tonic::Status::unavailable("the forward stream ended"))?,
         };
         let _forget = Forget(&stream, id);
-        let message = ForwardMessage {
-            message: Some(forward_message::Message::Command(ForwardCommand {
-                id,
-                group_id: group.0,
-                command,
-                refusal_from_state,
-                timeout_ms: u64::try_from(timeout.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            })),
+        let command = ForwardCommand {
+            id,
+            group_id: group.0,
+            command,
+            refusal_from_state,
+            // Set as it leaves (`Stream::fresh`).
+            timeout_ms: 0,
         };
-        if stream.tx.send(message).is_err() {
+        if stream.tx.send((command, Instant::now() + timeout)).is_err() {
             return Err(tonic::Status::unavailable("the forward stream ended"));
         }
         metrics::counter!("boxoffice_forwards_total").increment(1);
@@ -181,19 +195,10 @@ impl Forwarder {
         Some((stream, id, rx))
     }
 
-    /// Starts a stream to `key`: its open message is queued first, and a task
-    /// makes the call, hands each answer to its command's caller, and closes the
-    /// stream when the call ends.
+    /// Starts a stream to `key`: a task makes the call, hands each answer to its
+    /// command's caller, and closes the stream when the call ends.
     fn open(&self, key: Key) -> Arc<Stream> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let open = ForwardMessage {
-            message: Some(forward_message::Message::Open(ForwardOpen {
-                cluster: self.peers.cluster().to_string(),
-                from: self.peers.me(),
-            })),
-        };
-        // The receiver is alive: it is moved into the task below.
-        let _ = tx.send(open);
         let stream = Arc::new(Stream {
             tx,
             state: Mutex::default(),
@@ -213,14 +218,27 @@ impl Forwarder {
         stream
     }
 
-    /// Makes the call and answers commands until it ends; returns why it ended.
+    /// Makes the call (the open message, then each command as it leaves) and
+    /// answers commands until it ends; returns why it ended.
     async fn run(
         &self,
         (node, addr): &Key,
-        rx: mpsc::UnboundedReceiver<ForwardMessage>,
-        stream: &Stream,
+        rx: mpsc::UnboundedReceiver<(ForwardCommand, Instant)>,
+        stream: &Arc<Stream>,
     ) -> tonic::Status {
-        let outgoing = UnboundedReceiverStream::new(rx);
+        let open = ForwardMessage {
+            message: Some(forward_message::Message::Open(ForwardOpen {
+                cluster: self.peers.cluster().to_string(),
+                from: self.peers.me(),
+            })),
+        };
+        // Weak: the request's body must not keep its own stream alive.
+        let weak: Weak<Stream> = Arc::downgrade(stream);
+        let commands = UnboundedReceiverStream::new(rx).filter_map(move |(command, deadline)| {
+            let message = weak.upgrade().and_then(|s| s.fresh(command, deadline));
+            futures::future::ready(message)
+        });
+        let outgoing = futures::stream::iter([open]).chain(commands);
         let mut answers = match self.peers.forward_stream(*node, addr, outgoing).await {
             Ok(answers) => answers,
             Err(status) => return status,
@@ -235,5 +253,65 @@ impl Forwarder {
                 Err(status) => return status,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream() -> Arc<Stream> {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        Arc::new(Stream {
+            tx,
+            state: Mutex::default(),
+        })
+    }
+
+    fn command(id: u64) -> ForwardCommand {
+        ForwardCommand {
+            id,
+            group_id: 1,
+            command: vec![1, 2, 3],
+            refusal_from_state: true,
+            timeout_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_command_leaves_only_while_its_caller_waits_with_the_time_it_has_left() {
+        let s = stream();
+        let (id, _answer) = s.register().expect("a live stream registers");
+        let sent = s
+            .fresh(command(id), Instant::now() + Duration::from_secs(2))
+            .expect("its caller waits");
+        let Some(forward_message::Message::Command(c)) = sent.message else {
+            panic!("a command message: {sent:?}");
+        };
+        assert_eq!((c.id, c.group_id, c.refusal_from_state), (id, 1, true));
+        assert!((1..=2000).contains(&c.timeout_ms), "{}", c.timeout_ms);
+
+        // Past its deadline, or forgotten by its caller: not sent.
+        assert!(s.fresh(command(id), Instant::now()).is_none());
+        drop(Forget(&s, id));
+        assert!(s
+            .fresh(command(id), Instant::now() + Duration::from_secs(2))
+            .is_none());
+    }
+
+    #[test]
+    fn a_closed_stream_answers_its_waiting_commands_and_takes_no_more() {
+        let s = stream();
+        let (_, mut first) = s.register().expect("a live stream registers");
+        let (id, mut second) = s.register().expect("a live stream registers");
+        s.answer(id, Ok(ForwardOutcome::default()));
+        s.close(tonic::Status::unavailable("gone"));
+        let closed = first.try_recv().expect("answered at close");
+        assert_eq!(
+            closed.expect_err("with the stream's status").code(),
+            tonic::Code::Unavailable
+        );
+        assert!(second.try_recv().expect("answered before").is_ok());
+        assert!(s.register().is_none(), "a closed stream takes no command");
     }
 }
