@@ -2,9 +2,8 @@
 //! proposals (applied only if this node leads the group; never forwarded again),
 //! and identity/liveness probes.
 
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use boxoffice_proto::peer::{
     forward_message, forward_outcome::Outcome, query_reply, read_index_reply, ForwardAnswer,
