@@ -34,6 +34,23 @@
 //! client ─HTTP─▶ any node ─▶ local replica's applied state (+ applied index)
 //! ```
 
+/// A counter of the hot path, looked up in the metrics registry once per call site
+/// (a lookup hashes the name and labels; labels here must be constants).
+macro_rules! hot_counter {
+    ($($key:tt)*) => {{
+        static HANDLE: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+        HANDLE.get_or_init(|| metrics::counter!($($key)*))
+    }};
+}
+
+/// A histogram of the hot path; see `hot_counter!`.
+macro_rules! hot_histogram {
+    ($($key:tt)*) => {{
+        static HANDLE: std::sync::OnceLock<metrics::Histogram> = std::sync::OnceLock::new();
+        HANDLE.get_or_init(|| metrics::histogram!($($key)*))
+    }};
+}
+
 pub mod api;
 pub mod codec;
 pub mod config;

@@ -55,7 +55,7 @@ impl NodeCtx {
             .propose(group, proposal, self.deadline())
             .await?;
         if group == GroupId::CATALOG && applied.leader != self.me {
-            if let Err(e) = self.wait_applied(group, applied.index).await {
+            if let Err(e) = Box::pin(self.wait_applied(group, applied.index)).await {
                 // Committed all the same: acknowledge it; only the local read lags.
                 tracing::warn!(
                     index = applied.index,
@@ -113,9 +113,9 @@ impl NodeCtx {
         if let Some(v) = self.with_catalog(&f).flatten() {
             return Ok(Some(v));
         }
-        self.router
-            .catch_up(GroupId::CATALOG, self.deadline())
-            .await?;
+        // Boxed: a read index's state is some 4 KB, which every request that
+        // looks something up would otherwise carry (and move) for this rare path.
+        Box::pin(self.router.catch_up(GroupId::CATALOG, self.deadline())).await?;
         Ok(self.with_catalog(&f).flatten())
     }
 

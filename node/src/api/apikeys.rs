@@ -3,9 +3,8 @@
 //! that carries one must carry a valid one; `api.require_api_key` makes them
 //! mandatory for every public route (operator routes use `X-Admin-Key` instead).
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -94,36 +93,36 @@ pub async fn create(
     }
 }
 
-/// The middleware: a present `X-API-Key` must be valid; a missing one is refused
-/// when keys are required (except on operator routes).
-pub async fn check(State(ctx): State<AppState>, req: Request, next: Next) -> Response {
-    let admin_route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .is_some_and(|p| p.as_str().starts_with("/v1/admin/"));
-    match req.headers().get("x-api-key") {
+/// A present `X-API-Key` must be valid; a missing one is refused when keys are
+/// required (except on operator routes). Part of the API's gate (`api::gate`);
+/// `Err` is the response to answer.
+pub async fn check(
+    ctx: &AppState,
+    headers: &HeaderMap,
+    route: Option<&MatchedPath>,
+) -> Result<(), Response> {
+    let admin_route = route.is_some_and(|p| p.as_str().starts_with("/v1/admin/"));
+    match headers.get("x-api-key") {
         Some(given) => {
             let h = hash(given.as_bytes());
             match ctx
                 .catalog_lookup(|c| c.api_key(&h).map(|k| k.key_id))
                 .await
             {
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    return ApiError::unauthorized_code("INVALID_API_KEY", "unknown X-API-Key")
-                        .into_response()
-                }
-                Err(e) => return e.into_response(),
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(ApiError::unauthorized_code(
+                    "INVALID_API_KEY",
+                    "unknown X-API-Key",
+                )
+                .into_response()),
+                Err(e) => Err(e.into_response()),
             }
         }
-        None if ctx.config.api.require_api_key && !admin_route => {
-            return ApiError::unauthorized_code(
-                "API_KEY_REQUIRED",
-                "this cluster requires an X-API-Key header",
-            )
-            .into_response();
-        }
-        None => {}
+        None if ctx.config.api.require_api_key && !admin_route => Err(ApiError::unauthorized_code(
+            "API_KEY_REQUIRED",
+            "this cluster requires an X-API-Key header",
+        )
+        .into_response()),
+        None => Ok(()),
     }
-    next.run(req).await
 }

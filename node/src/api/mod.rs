@@ -126,21 +126,17 @@ pub fn router(state: AppState) -> Router {
         max_in_flight,
         Duration::from_millis(state.config.api.target_latency_ms),
     );
-    // The public API: bounded in-flight work (shed at once when full), then rate
-    // limits. `/health` and `/metrics` stay outside both, so an overloaded node
-    // still reports on itself.
+    // The public API: bounded in-flight work (shed at once when full), API keys,
+    // then rate limits, in one middleware ([`gate`]): axum wraps every route in each
+    // layer and clones the stack per request. `/health` and `/metrics` stay
+    // outside, so an overloaded node still reports on itself.
+    let gate_state = Gate {
+        admission,
+        ctx: state.clone(),
+    };
     let v1 = v1_routes()
         .0
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            ratelimit::limit,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            apikeys::check,
-        ))
-        // One admission state shared by every route (axum layers each route).
-        .route_layer(middleware::from_fn_with_state(admission, admit));
+        .route_layer(middleware::from_fn_with_state(gate_state, gate));
     node_routes()
         .0
         .merge(v1)
@@ -156,25 +152,35 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Admits a `/v1` request, or refuses it at once when the node is at its adaptive
-/// limit ([`admission`]): 503 `OVERLOADED` with `Retry-After`, never a queue.
-async fn admit(
-    State(admission): State<std::sync::Arc<admission::Admission>>,
-    req: axum::extract::Request,
-    next: middleware::Next,
-) -> axum::response::Response {
-    match admission.try_admit(priority(&req)) {
-        Some(ticket) => {
-            let response = next.run(req).await;
-            drop(ticket);
-            response
-        }
-        None => {
-            metrics::counter!("boxoffice_http_shed_total").increment(1);
-            ApiError::unavailable("OVERLOADED", "the node is at capacity; retry shortly", 1)
-                .into_response()
-        }
+/// What the gate of the public API holds: one admission state for every route.
+#[derive(Clone)]
+struct Gate {
+    admission: Arc<admission::Admission>,
+    ctx: AppState,
+}
+
+/// What every `/v1` request passes, in order, before its handler: admission (at the
+/// node's adaptive limit ([`admission`]) it is refused at once with 503
+/// `OVERLOADED` and `Retry-After`, never queued), its API key ([`apikeys`]), then
+/// the rate limits ([`ratelimit`]), whose headers go on the response.
+async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
+    let Some(ticket) = gate.admission.try_admit(priority(&req)) else {
+        hot_counter!("boxoffice_http_shed_total").increment(1);
+        return ApiError::unavailable("OVERLOADED", "the node is at capacity; retry shortly", 1)
+            .into_response();
+    };
+    let route = req.extensions().get::<MatchedPath>();
+    if let Err(refused) = apikeys::check(&gate.ctx, req.headers(), route).await {
+        return refused;
     }
+    let verdict = match ratelimit::check(&gate.ctx, &mut req) {
+        Ok(v) => v,
+        Err(limited) => return limited.into_response(),
+    };
+    let mut resp = next.run(req).await;
+    drop(ticket);
+    ratelimit::finish(&mut resp, verdict);
+    resp
 }
 
 /// Releases, orders and cancellations finish what a fan started; under overload
@@ -233,36 +239,34 @@ fn short_header(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
 async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(&req);
-    let method = req.method().clone();
-    // Read and logged; the queue uses them to cap entries per device.
-    let (device, session) = (
-        short_header(req.headers(), "x-device-id"),
-        short_header(req.headers(), "x-session-id"),
-    );
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let in_flight = metrics::gauge!("boxoffice_http_in_flight");
-    in_flight.increment(1.0);
-    let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
-    in_flight.decrement(1.0);
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
+        .map_or(UNMATCHED, |p| known_route(p.as_str()));
+    // Read and logged; the queue uses them to cap entries per device.
+    let (device, session, log_id) = if tracing::enabled!(tracing::Level::DEBUG) {
+        (
+            short_header(req.headers(), "x-device-id"),
+            short_header(req.headers(), "x-session-id"),
+            Some(id.clone()),
+        )
+    } else {
+        (None, None, None)
+    };
+    let handles = RequestMetrics::get();
+    handles.in_flight.increment(1.0);
+    let header = HeaderValue::from_str(&id).ok();
+    let mut resp = REQUEST_ID.scope(id, next.run(req)).await;
+    handles.in_flight.decrement(1.0);
+    if let Some(v) = header {
+        resp.headers_mut().insert(X_REQUEST_ID, v);
     }
-    let status = resp.status().as_u16().to_string();
     let elapsed = started.elapsed().as_secs_f64();
-    let labels = [
-        ("method", method.to_string()),
-        ("route", route.clone()),
-        ("status", status),
-    ];
-    metrics::counter!("boxoffice_http_requests_total", &labels).increment(1);
-    metrics::histogram!("boxoffice_http_request_duration_seconds", &labels[..2]).record(elapsed);
+    handles.record(method, route, resp.status(), elapsed);
     tracing::debug!(
-        request_id = %id,
-        %method,
+        request_id = log_id.as_deref().unwrap_or(""),
+        method,
         %route,
         status = resp.status().as_u16(),
         elapsed_ms = elapsed * 1e3,
@@ -271,6 +275,96 @@ async fn observe(req: Request, next: Next) -> Response {
         "request"
     );
     resp
+}
+
+const X_REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+/// The method label: the standard methods by name, any other as `OTHER` (a label
+/// per made-up method would let clients mint metric series).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// The route label of requests no route matched.
+const UNMATCHED: &str = "unmatched";
+
+/// The routed path `path` as a `'static` label (routes are a fixed table, so a
+/// label needs no allocation); [`UNMATCHED`] for anything else.
+fn known_route(path: &str) -> &'static str {
+    static ROUTES: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    ROUTES
+        .get_or_init(|| routed().into_iter().map(|(_, p)| p).collect())
+        .get(path)
+        .copied()
+        .unwrap_or(UNMATCHED)
+}
+
+/// The request metrics' handles, kept per label set: looking a metric up in the
+/// registry hashes its name and labels, and its labels were strings built per
+/// request.
+struct RequestMetrics {
+    in_flight: metrics::Gauge,
+    #[allow(clippy::type_complexity)]
+    by_label: std::sync::Mutex<
+        std::collections::HashMap<
+            (&'static str, &'static str, u16),
+            (metrics::Counter, metrics::Histogram),
+        >,
+    >,
+}
+
+impl RequestMetrics {
+    fn get() -> &'static RequestMetrics {
+        static M: std::sync::OnceLock<RequestMetrics> = std::sync::OnceLock::new();
+        M.get_or_init(|| RequestMetrics {
+            in_flight: metrics::gauge!("boxoffice_http_in_flight"),
+            by_label: Default::default(),
+        })
+    }
+
+    fn record(
+        &self,
+        method: &'static str,
+        route: &'static str,
+        status: axum::http::StatusCode,
+        seconds: f64,
+    ) {
+        let key = (method, route, status.as_u16());
+        let (count, latency) = {
+            let mut by_label = self.by_label.lock().unwrap_or_else(|p| p.into_inner());
+            by_label
+                .entry(key)
+                .or_insert_with(|| {
+                    let labels = [
+                        ("method", method.to_string()),
+                        ("route", route.to_string()),
+                        ("status", status.as_u16().to_string()),
+                    ];
+                    (
+                        metrics::counter!("boxoffice_http_requests_total", &labels),
+                        metrics::histogram!(
+                            "boxoffice_http_request_duration_seconds",
+                            &labels[..2]
+                        ),
+                    )
+                })
+                .clone()
+        };
+        count.increment(1);
+        latency.record(seconds);
+    }
 }
 
 #[cfg(test)]

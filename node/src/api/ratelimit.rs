@@ -6,14 +6,13 @@
 //! docs/design.md for what that means over N nodes).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -46,8 +45,22 @@ pub fn category(method: &Method, route: &str) -> Option<Scope> {
     }
 }
 
-type Keyed =
-    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+/// Who a request counts against: the user of a valid token, else the API key, else
+/// the address (keys, not formatted strings: nothing is allocated to find a user's
+/// bucket).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ClientKey {
+    User(uuid::Uuid),
+    ApiKey(Box<str>),
+    Addr(Option<IpAddr>),
+}
+
+type Keyed = RateLimiter<
+    ClientKey,
+    DefaultKeyedStateStore<ClientKey>,
+    DefaultClock,
+    StateInformationMiddleware,
+>;
 
 /// The node's limiters, one per scope.
 pub struct Limiters {
@@ -56,7 +69,7 @@ pub struct Limiters {
 }
 
 /// The headers of one check.
-struct Verdict {
+pub struct Verdict {
     limit: u32,
     remaining: u32,
     reset_unix: u64,
@@ -93,11 +106,11 @@ impl Limiters {
         })
     }
 
-    fn check(&self, scope: Scope, key: &str) -> Option<Verdict> {
+    fn check(&self, scope: Scope, key: &ClientKey) -> Option<Verdict> {
         let (limit, limiter) = self.limiters.get(&scope)?;
         let per_request = limit.window_seconds as f64 / f64::from(limit.requests);
         let now_unix = chrono::Utc::now().timestamp() as f64;
-        Some(match limiter.check_key(&key.to_string()) {
+        Some(match limiter.check_key(key) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 let refill =
@@ -130,10 +143,15 @@ impl Limiters {
     }
 }
 
+// Names built once: inserting a `&str` name that is not a standard header copies it.
+const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
 fn set_headers(headers: &mut HeaderMap, v: &Verdict) {
-    headers.insert("x-ratelimit-limit", HeaderValue::from(v.limit));
-    headers.insert("x-ratelimit-remaining", HeaderValue::from(v.remaining));
-    headers.insert("x-ratelimit-reset", HeaderValue::from(v.reset_unix));
+    headers.insert(LIMIT, HeaderValue::from(v.limit));
+    headers.insert(REMAINING, HeaderValue::from(v.remaining));
+    headers.insert(RESET, HeaderValue::from(v.reset_unix));
 }
 
 /// Who is asking: the user of a valid session token, else the API key, else the
@@ -142,29 +160,25 @@ fn client_key(
     headers: &HeaderMap,
     claims: Option<&super::tokens::Claims>,
     addr: Option<SocketAddr>,
-) -> (String, bool) {
+) -> (ClientKey, bool) {
     if let Some(claims) = claims {
-        return (format!("user:{}", claims.sub), true);
+        return (ClientKey::User(claims.sub), true);
     }
     if let Some(key) = headers.get("x-api-key").and_then(|k| k.to_str().ok()) {
-        return (format!("key:{key}"), false);
+        return (ClientKey::ApiKey(key.into()), false);
     }
-    (
-        format!(
-            "ip:{}",
-            addr.map(|a| a.ip().to_string()).unwrap_or_default()
-        ),
-        false,
-    )
+    (ClientKey::Addr(addr.map(|a| a.ip())), false)
 }
 
-/// The middleware: checks the route's category and, for authenticated requests, the
-/// user's overall budget; the tighter one's headers go on the response.
-pub async fn limit(State(ctx): State<AppState>, mut req: Request, next: Next) -> Response {
-    let route = req
+/// Checks a request's route category and, for authenticated requests, the user's
+/// overall budget (part of the API's gate, `api::gate`). `Err` is the limit that
+/// refuses it (its 429 is [`Limited`]'s response); `Ok` carries the tighter
+/// limit's headers for the response ([`finish`]).
+pub fn check(ctx: &AppState, req: &mut Request) -> Result<Option<Verdict>, Limited> {
+    let scope = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
+        .and_then(|r| category(req.method(), r.as_str()));
     let addr = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -179,43 +193,52 @@ pub async fn limit(State(ctx): State<AppState>, mut req: Request, next: Next) ->
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("queue_token=")))
         .or_else(|| super::tokens::bearer(req.headers()));
     let claims =
-        token.and_then(|t| super::tokens::verify(&ctx, t, &["session", "queue", "access"]).ok());
+        token.and_then(|t| super::tokens::verify(ctx, t, &["session", "queue", "access"]).ok());
     let (key, authenticated) = client_key(req.headers(), claims.as_ref(), addr);
     if let Some(c) = claims.filter(|c| c.typ == "session") {
         req.extensions_mut().insert(c);
     }
-    let mut scopes = Vec::new();
-    if let Some(s) = route.as_deref().and_then(|r| category(req.method(), r)) {
-        scopes.push(s);
-    }
-    if authenticated {
-        scopes.push(Scope::Authenticated);
-    }
+    let budget = authenticated.then_some(Scope::Authenticated);
     let mut shown: Option<Verdict> = None;
-    for scope in scopes {
+    for scope in scope.into_iter().chain(budget) {
         let Some(v) = ctx.limiters.check(scope, &key) else {
             continue;
         };
-        if let Some(secs) = v.retry_after {
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RATE_LIMITED",
-                "rate limit exceeded; retry later",
-            );
-            e.retry_after = Some(secs);
-            let mut resp = e
-                .with_details(serde_json::json!({ "limit": v.limit, "retry_after_seconds": secs }))
-                .into_response();
-            set_headers(resp.headers_mut(), &v);
-            return resp;
+        if v.retry_after.is_some() {
+            return Err(Limited(v));
         }
         if shown.as_ref().is_none_or(|s| v.remaining < s.remaining) {
             shown = Some(v);
         }
     }
-    let mut resp = next.run(req).await;
-    if let Some(v) = shown {
+    Ok(shown)
+}
+
+/// A request over a limit: 429 `RATE_LIMITED` with `Retry-After` and the limit's
+/// headers.
+pub struct Limited(Verdict);
+
+impl IntoResponse for Limited {
+    fn into_response(self) -> Response {
+        let v = self.0;
+        let secs = v.retry_after.unwrap_or(1);
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "rate limit exceeded; retry later",
+        );
+        e.retry_after = Some(secs);
+        let mut resp = e
+            .with_details(serde_json::json!({ "limit": v.limit, "retry_after_seconds": secs }))
+            .into_response();
+        set_headers(resp.headers_mut(), &v);
+        resp
+    }
+}
+
+/// Puts the headers of the limit [`check`] found tightest on the response.
+pub fn finish(resp: &mut Response, verdict: Option<Verdict>) {
+    if let Some(v) = verdict {
         set_headers(resp.headers_mut(), &v);
     }
-    resp
 }

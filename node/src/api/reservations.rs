@@ -424,3 +424,26 @@ pub async fn release(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without making one.
+    fn future_size<A, Fut>(_f: impl FnOnce(A) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// A handler's future is moved by value through axum's layers (and copied
+    /// whole each time): the rare, large states inside it (a read index, a routed
+    /// proposal) are boxed. It was 6.5 KB before they were; 1.5 KB after.
+    #[test]
+    fn the_hold_handler_future_stays_small() {
+        let size = future_size(
+            |(ctx, shopper, headers, body): (AppState, Shopper, HeaderMap, Json<ReserveBody>)| {
+                reserve(State(ctx), shopper, headers, body)
+            },
+        );
+        assert!(size <= 2048, "the reserve handler's future is {size} bytes");
+    }
+}

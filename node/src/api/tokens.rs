@@ -12,7 +12,7 @@
 //! time was about 4.5% of the machine in a hold race.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -176,6 +176,9 @@ const VERIFIED_TOKENS_MAX: usize = 16_384;
 #[derive(Default)]
 pub struct VerifiedTokens {
     map: Mutex<HashMap<Box<str>, Claims>>,
+    /// The rules and key a new token is checked with, built once the catalog has
+    /// them (fixed at bootstrap, like everything this cache relies on).
+    verifier: OnceLock<(Validation, DecodingKey)>,
 }
 
 impl VerifiedTokens {
@@ -209,13 +212,21 @@ fn verified_claims(ctx: &AppState, token: &str) -> Result<Claims, ApiError> {
     {
         return known;
     }
-    let (iss, key) = issuer(ctx)?;
-    let mut v = Validation::new(Algorithm::HS256);
-    v.leeway = 0;
-    v.set_issuer(&[iss]);
-    v.set_audience(&[AUDIENCE]);
-    v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-    let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&key), &v)
+    let (v, key) = match ctx.verified_tokens.verifier.get() {
+        Some(verifier) => verifier,
+        None => {
+            let (iss, key) = issuer(ctx)?;
+            let mut v = Validation::new(Algorithm::HS256);
+            v.leeway = 0;
+            v.set_issuer(&[iss]);
+            v.set_audience(&[AUDIENCE]);
+            v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+            ctx.verified_tokens
+                .verifier
+                .get_or_init(|| (v, DecodingKey::from_secret(&key)))
+        }
+    };
+    let data = jsonwebtoken::decode::<Claims>(token, key, v)
         .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
     ctx.verified_tokens.insert(token, &data.claims);
     Ok(data.claims)

@@ -120,7 +120,7 @@ impl ProposalBatcher {
         let start_writer = {
             let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             if p.queue.len() >= p.rate.queue_limit() {
-                metrics::counter!("boxoffice_proposals_refused_total").increment(1);
+                hot_counter!("boxoffice_proposals_refused_total").increment(1);
                 return Ok(WriteOutcome::Overloaded);
             }
             p.queue.push(Waiter {
@@ -160,7 +160,7 @@ async fn writer(inner: Arc<Mutex<Pending>>, raft: Raft, max_wait: Duration) {
                 .partition(|w| now.duration_since(w.queued) < max_wait)
         };
         if !late.is_empty() {
-            metrics::counter!("boxoffice_proposals_refused_total").increment(late.len() as u64);
+            hot_counter!("boxoffice_proposals_refused_total").increment(late.len() as u64);
         }
         for w in late {
             let _ = w.tx.send(Ok(WriteOutcome::Overloaded));
@@ -181,7 +181,7 @@ async fn writer(inner: Arc<Mutex<Pending>>, raft: Raft, max_wait: Duration) {
 /// Writes a non-empty batch as one entry (a lone proposal as a plain entry) and
 /// answers each waiter.
 async fn write(raft: &Raft, batch: Vec<Waiter>) {
-    metrics::histogram!("boxoffice_proposals_per_entry").record(batch.len() as f64);
+    hot_histogram!("boxoffice_proposals_per_entry").record(batch.len() as f64);
     let (mut proposals, waiters): (Vec<Proposal>, Vec<_>) =
         batch.into_iter().map(|w| (w.proposal, w.tx)).unzip();
     let now_ms = chrono::Utc::now().timestamp_millis();

@@ -152,7 +152,7 @@ impl ReadIndexBatch {
 async fn leader_round(raft: Raft, lease: Arc<LeaseState>) -> ReadIndexResult {
     if let Some(point) = lease.read(&raft).await {
         lease.served.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("boxoffice_read_index_leased_total").increment(1);
+        hot_counter!("boxoffice_read_index_leased_total").increment(1);
         return Ok(Ok(point));
     }
     let started = Instant::now();
@@ -228,8 +228,8 @@ where
             }
             std::mem::take(&mut w.waiters)
         };
-        metrics::counter!("boxoffice_read_index_rounds_total").increment(1);
-        metrics::histogram!("boxoffice_read_index_batch").record(waiters.len() as f64);
+        hot_counter!("boxoffice_read_index_rounds_total").increment(1);
+        hot_histogram!("boxoffice_read_index_batch").record(waiters.len() as f64);
         let result = tokio::time::timeout(timeout, round())
             .await
             .unwrap_or(Ok(Err(None)));

@@ -162,7 +162,7 @@ impl Forwarder {
         if stream.tx.send((command, Instant::now() + timeout)).is_err() {
             return Err(tonic::Status::unavailable("the forward stream ended"));
         }
-        metrics::counter!("boxoffice_forwards_total").increment(1);
+        hot_counter!("boxoffice_forwards_total").increment(1);
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(tonic::Status::unavailable("the forward stream ended")),

@@ -120,7 +120,7 @@ async fn refuse_from_state(
     let Some(response) = st.machine.refusal_from_state(proposal) else {
         return Ok(None);
     };
-    metrics::counter!("boxoffice_refusals_from_state_total", "at" => "leader").increment(1);
+    hot_counter!("boxoffice_refusals_from_state_total", "at" => "leader").increment(1);
     Ok(Some(LocalOutcome::Applied(Applied {
         response,
         index: st.last_applied.map_or(0, |l| l.index),
@@ -302,7 +302,9 @@ impl Router {
         proposal: Proposal,
         deadline: Duration,
     ) -> Result<Applied, RouteError> {
-        self.propose_with(group_id, proposal, deadline, false).await
+        // Boxed: the attempt's state is some 5 KB, and every layer of the API
+        // (handler, middleware, axum's boxing) would otherwise move it by value.
+        Box::pin(self.propose_with(group_id, proposal, deadline, false)).await
     }
 
     /// Like [`Router::propose`], but the leader may answer a refusal its state
@@ -317,7 +319,7 @@ impl Router {
         proposal: Proposal,
         deadline: Duration,
     ) -> Result<Applied, RouteError> {
-        self.propose_with(group_id, proposal, deadline, true).await
+        Box::pin(self.propose_with(group_id, proposal, deadline, true)).await
     }
 
     async fn propose_with(

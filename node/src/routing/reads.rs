@@ -188,7 +188,7 @@ impl Router {
         .ok()?;
         let st = group.state.read();
         let response = st.machine.refusal_from_state(proposal)?;
-        metrics::counter!("boxoffice_refusals_from_state_total", "at" => "follower").increment(1);
+        hot_counter!("boxoffice_refusals_from_state_total", "at" => "follower").increment(1);
         Some(Applied {
             response,
             index: st.last_applied.map_or(0, |l| l.index),
