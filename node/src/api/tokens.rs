@@ -293,7 +293,7 @@ impl FromRequestParts<AppState> for AuthUser {
 }
 
 /// The claims of a request's bearer token, if it is one of the kinds in `typ`. A
-/// session token the rate-limit middleware verified already is not verified again.
+/// session token the API gate's rate-limit check verified already is not verified again.
 fn request_claims(parts: &Parts, ctx: &AppState, typ: &[&str]) -> Result<Claims, ApiError> {
     if let Some(c) = parts.extensions.get::<Claims>() {
         if typ.contains(&c.typ.as_str()) {
