@@ -9,7 +9,8 @@
 //!   load steps from half to three times that, a request every 1/rate seconds
 //!   whatever the answers. Per step: goodput (answered 201/409 per second), the p99
 //!   of those, the refusals (429/503) and how fast they came, and the rest
-//!   (timeouts, other errors).
+//!   (timeouts, other errors). With a given capacity the probe is skipped, so runs
+//!   compared with each other offer the same rates.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use crate::bench::process_cpu_seconds;
+use crate::bench::{process_cpu_seconds, OpenLoopTasks};
 use crate::{sample_event, Client, ClientError, NewVenue};
 
 fn histogram() -> Histogram<u64> {
@@ -334,7 +335,7 @@ async fn step(pool: Arc<Pool>, rate: f64, seconds: u64, max_in_flight: u64) -> S
     let total = (rate * seconds as f64) as u64;
     let period = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
+    let mut tasks = OpenLoopTasks::new();
     for n in 0..total {
         // The n-th request leaves at n × period, whatever the answers so far.
         let at = started + period.mul_f64(n as f64);
@@ -357,7 +358,7 @@ async fn step(pool: Arc<Pool>, rate: f64, seconds: u64, max_in_flight: u64) -> S
             failures.clone(),
             in_flight.clone(),
         );
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut rng = StdRng::seed_from_u64(n);
             let (took, r) = pool.attempt(&mut rng).await;
             let us = took.as_micros().max(1) as u64;
@@ -383,11 +384,9 @@ async fn step(pool: Arc<Pool>, rate: f64, seconds: u64, max_in_flight: u64) -> S
                 }
             }
             in_flight.fetch_sub(1, Ordering::Relaxed);
-        }));
+        });
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    tasks.finish().await;
     let take = |h: &Arc<Mutex<Histogram<u64>>>| h.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Step {
         offered: rate,
@@ -405,22 +404,31 @@ async fn step(pool: Arc<Pool>, rate: f64, seconds: u64, max_in_flight: u64) -> S
 /// What `overload` measured.
 pub struct OverloadReport {
     pub capacity: f64,
-    /// Closed-loop clients of the capacity probe.
-    pub probe_clients: usize,
+    /// Closed-loop clients of the capacity probe; `None` if the capacity was given.
+    pub probe_clients: Option<usize>,
     pub steps: Vec<Step>,
     pub generator_cpu_s: f64,
     pub elapsed: Duration,
 }
 
-/// Probes capacity, then offers `multiples` of it for `seconds` each, holding
-/// (and releasing) random pairs of `event`.
+/// Where `overload` takes the capacity its steps are multiples of.
+#[derive(Debug, Clone, Copy)]
+pub enum Capacity {
+    /// Measured by a 5 s closed-loop probe with this many clients.
+    Probe(usize),
+    /// Given, in holds per second (the probe is skipped).
+    Given(f64),
+}
+
+/// Probes capacity (or takes it as given), then offers `multiples` of it for
+/// `seconds` each, holding (and releasing) random pairs of `event`.
 pub async fn overload(
     clients: Arc<Vec<Client>>,
     event: String,
     tokens: Vec<String>,
     multiples: &[f64],
     seconds: u64,
-    probe_clients: usize,
+    capacity_from: Capacity,
 ) -> anyhow::Result<OverloadReport> {
     let map = clients[0].seat_map(&event).await?;
     let seat_ids = Client::seats_of(&map)
@@ -435,7 +443,10 @@ pub async fn overload(
     });
     let cpu0 = process_cpu_seconds();
     let started = Instant::now();
-    let capacity = capacity(pool.clone(), probe_clients, 5).await;
+    let (capacity, probe_clients) = match capacity_from {
+        Capacity::Probe(clients) => (capacity(pool.clone(), clients, 5).await, Some(clients)),
+        Capacity::Given(rate) => (rate, None),
+    };
     anyhow::ensure!(capacity > 0.0, "the probe got no answers");
     let mut steps = Vec::new();
     for m in multiples {
@@ -459,16 +470,23 @@ pub fn overload_table(r: &OverloadReport) -> String {
             format!("{:.1}", h.value_at_quantile(q) as f64 / 1000.0)
         }
     };
+    let source = match r.probe_clients {
+        Some(clients) => format!("capacity probe ({clients} clients, closed loop)"),
+        None => "capacity (given, not probed)".to_string(),
+    };
     let mut out = format!(
-        "capacity probe ({} clients, closed loop): {:.0} answered holds/s\n\n| offered/s | × capacity | goodput/s | goodput / peak | served p50 ms | served p99 ms | refused (429/503) | refused p99 ms | failed (timeouts, errors) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-        r.probe_clients,
+        "{}: {:.0} answered holds/s\n\n| offered/s | × capacity | goodput/s | goodput / peak | served p50 ms | served p99 ms | refused (429/503) | refused p99 ms | failed (timeouts, errors) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        source,
         r.capacity
     );
+    // The best rate measured: the probe's, if there was one, or any step's. A given
+    // capacity was not measured, so it is no peak.
+    let probed = r.probe_clients.map_or(0.0, |_| r.capacity);
     let peak = r
         .steps
         .iter()
         .map(|s| s.served.len() as f64 / s.seconds)
-        .fold(r.capacity, f64::max);
+        .fold(probed, f64::max);
     for s in &r.steps {
         let goodput = s.served.len() as f64 / s.seconds;
         out.push_str(&format!(
@@ -501,4 +519,45 @@ pub fn overload_table(r: &OverloadReport) -> String {
         100.0 * r.generator_cpu_s / r.elapsed.as_secs_f64()
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(offered: f64, served: u64) -> Step {
+        let mut h = histogram();
+        h.record_n(1_000, served).expect("records");
+        Step {
+            offered,
+            served: h,
+            refused: histogram(),
+            failed: 0,
+            failures: BTreeMap::new(),
+            seconds: 1.0,
+        }
+    }
+
+    fn report(probe_clients: Option<usize>) -> OverloadReport {
+        OverloadReport {
+            capacity: 3_000.0,
+            probe_clients,
+            steps: vec![step(3_000.0, 2_000), step(9_000.0, 1_600)],
+            generator_cpu_s: 0.0,
+            elapsed: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn the_peak_is_a_measured_rate_never_a_given_capacity() {
+        // Probed: the probe's 3,000 is the best rate measured.
+        let probed = overload_table(&report(Some(256)));
+        assert!(probed.starts_with("capacity probe (256 clients, closed loop): 3000"));
+        assert!(probed.contains("| 9000 | 3.0 | 1600 | 53% |"), "{probed}");
+        // Given: only the steps were measured; the best of them (2,000) is the peak.
+        let given = overload_table(&report(None));
+        assert!(given.starts_with("capacity (given, not probed): 3000"));
+        assert!(given.contains("| 3000 | 1.0 | 2000 | 100% |"), "{given}");
+        assert!(given.contains("| 9000 | 3.0 | 1600 | 80% |"), "{given}");
+    }
 }

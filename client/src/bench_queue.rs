@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use crate::bench::{closed_loop, process_cpu_seconds, LevelResult, Stop};
+use crate::bench::{closed_loop, process_cpu_seconds, LevelResult, OpenLoopTasks, Stop};
 use crate::{sample_event, Client, NewVenue};
 
 /// What to run.
@@ -185,7 +185,7 @@ async fn poll(pool: &Arc<Vec<Client>>, joined: Arc<Vec<String>>, opts: QueueOpti
     let period = Duration::from_secs_f64(1.0 / opts.poll_rate.max(1.0));
     let cpu0 = process_cpu_seconds();
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
+    let mut tasks = OpenLoopTasks::new();
     for n in 0..total {
         tokio::time::sleep_until((started + period.mul_f64(n as f64)).into()).await;
         if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
@@ -205,7 +205,7 @@ async fn poll(pool: &Arc<Vec<Client>>, joined: Arc<Vec<String>>, opts: QueueOpti
             per_node.clone(),
             in_flight.clone(),
         );
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let t = Instant::now();
             match client.queue_status(&token).await {
                 Ok(_) => {
@@ -221,11 +221,9 @@ async fn poll(pool: &Arc<Vec<Client>>, joined: Arc<Vec<String>>, opts: QueueOpti
                 }
             }
             in_flight.fetch_sub(1, Ordering::Relaxed);
-        }));
+        });
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    tasks.finish().await;
     let elapsed = started.elapsed();
     let hist = hist.lock().unwrap_or_else(|p| p.into_inner()).clone();
     PollReport {

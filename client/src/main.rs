@@ -210,6 +210,10 @@ enum BenchCmd {
         /// cluster (64 left this 2-core machine a third idle).
         #[arg(long, default_value_t = 256)]
         probe_clients: usize,
+        /// Holds per second the steps are multiples of, instead of probing: runs to
+        /// be compared then offer the same rates.
+        #[arg(long, value_parser = positive_rate)]
+        capacity: Option<f64>,
     },
     /// Status writes over 1 event group versus many, under the same client load.
     Groups {
@@ -541,14 +545,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             steps,
             seconds,
             probe_clients,
+            capacity,
         }) => {
             let urls = or_default(urls, &cli.url);
             let (pool, tokens, event) =
                 bench_load::fans_and_event(&urls, &admin_key()?, *users, *seats, "overload")
                     .await?;
             let limits = bench::rate_limits_note(&pool).await;
+            let capacity = match capacity {
+                Some(rate) => bench_load::Capacity::Given(*rate),
+                None => bench_load::Capacity::Probe(*probe_clients),
+            };
             let report =
-                bench_load::overload(pool, event, tokens, steps, *seconds, *probe_clients).await?;
+                bench_load::overload(pool, event, tokens, steps, *seconds, capacity).await?;
             println!(
                 "overload: open-loop holds of random pairs (each released after), {seconds} s per step, against {}",
                 urls.join(", ")
@@ -582,6 +591,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A rate for `--capacity`: a finite number above zero.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is not a rate above zero")),
+    }
+}
+
 fn or_default(urls: &[String], url: &str) -> Vec<String> {
     if urls.is_empty() {
         vec![url.to_string()]
@@ -595,4 +612,27 @@ fn print_json(v: &serde_json::Value) {
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_given_capacity_is_a_finite_rate_above_zero() {
+        assert_eq!(positive_rate("2500"), Ok(2500.0));
+        assert_eq!(positive_rate("0.5"), Ok(0.5));
+        for bad in ["0", "-3", "NaN", "inf", "", "fast"] {
+            assert!(positive_rate(bad).is_err(), "{bad:?} accepted");
+        }
+        let cli = Cli::try_parse_from(["boxoffice", "bench", "overload", "--capacity", "3000"])
+            .expect("parses");
+        assert!(matches!(
+            cli.cmd,
+            Cmd::Bench(BenchCmd::Overload { capacity: Some(c), .. }) if c == 3000.0
+        ));
+        assert!(
+            Cli::try_parse_from(["boxoffice", "bench", "overload", "--capacity", "0"]).is_err()
+        );
+    }
 }
