@@ -490,11 +490,16 @@ pub fn overload_table(r: &OverloadReport) -> String {
     for s in &r.steps {
         let goodput = s.served.len() as f64 / s.seconds;
         out.push_str(&format!(
-            "| {:.0} | {:.1} | {:.0} | {:.0}% | {} | {} | {} | {} | {} |\n",
+            "| {:.0} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
             s.offered,
             s.offered / r.capacity,
             goodput,
-            100.0 * goodput / peak,
+            // No peak if nothing was served (a given capacity and no answers).
+            if peak > 0.0 {
+                format!("{:.0}%", 100.0 * goodput / peak)
+            } else {
+                "-".to_string()
+            },
             ms(&s.served, 0.5),
             ms(&s.served, 0.99),
             s.refused.len(),
@@ -559,5 +564,10 @@ mod tests {
         assert!(given.starts_with("capacity (given, not probed): 3000"));
         assert!(given.contains("| 3000 | 1.0 | 2000 | 100% |"), "{given}");
         assert!(given.contains("| 9000 | 3.0 | 1600 | 80% |"), "{given}");
+        // Nothing served at a given capacity: no peak to divide by.
+        let mut none = report(None);
+        none.steps = vec![step(3_000.0, 0)];
+        let none = overload_table(&none);
+        assert!(none.contains("| 3000 | 1.0 | 0 | - |"), "{none}");
     }
 }
