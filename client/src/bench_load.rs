@@ -471,13 +471,15 @@ pub fn overload_table(r: &OverloadReport) -> String {
         }
     };
     let source = match r.probe_clients {
-        Some(clients) => format!("capacity probe ({clients} clients, closed loop)"),
-        None => "capacity (given, not probed)".to_string(),
+        Some(clients) => format!(
+            "capacity probe ({clients} clients, closed loop): {:.0} answered holds/s",
+            r.capacity
+        ),
+        None => format!("capacity (given, not probed): {:.0} holds/s", r.capacity),
     };
     let mut out = format!(
-        "{}: {:.0} answered holds/s\n\n| offered/s | × capacity | goodput/s | goodput / peak | served p50 ms | served p99 ms | refused (429/503) | refused p99 ms | failed (timeouts, errors) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-        source,
-        r.capacity
+        "{}\n\n| offered/s | × capacity | goodput/s | goodput / peak | served p50 ms | served p99 ms | refused (429/503) | refused p99 ms | failed (timeouts, errors) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        source
     );
     // The best rate measured: the probe's, if there was one, or any step's. A given
     // capacity was not measured, so it is no peak.
@@ -561,7 +563,7 @@ mod tests {
         assert!(probed.contains("| 9000 | 3.0 | 1600 | 53% |"), "{probed}");
         // Given: only the steps were measured; the best of them (2,000) is the peak.
         let given = overload_table(&report(None));
-        assert!(given.starts_with("capacity (given, not probed): 3000"));
+        assert!(given.starts_with("capacity (given, not probed): 3000 holds/s\n"));
         assert!(given.contains("| 3000 | 1.0 | 2000 | 100% |"), "{given}");
         assert!(given.contains("| 9000 | 3.0 | 1600 | 80% |"), "{given}");
         // Nothing served at a given capacity: no peak to divide by.
