@@ -69,11 +69,22 @@ async fn a_node_down_past_compaction_catches_up_by_snapshot() -> Result<()> {
     }
 
     // And it keeps up by log afterwards, and survives a restart of its own.
-    c.client(lagger)
-        .create_venue(&NewVenue::sample("after", 1, 4), None)
-        .await?;
+    acked.push(
+        c.client(lagger)
+            .create_venue(&NewVenue::sample("after", 1, 4), None)
+            .await?
+            .venue_id,
+    );
     c.stop(lagger)?;
     c.start_node(lagger)?;
     c.wait_converged(GROUP, Duration::from_secs(30)).await?;
+    // Its catalog reopened from the installed snapshot plus the log after it.
+    let list = c.client(lagger).venues().await?;
+    for id in &acked {
+        assert!(
+            list.venues.iter().any(|v| v["venue_id"] == id.as_str()),
+            "venue {id} on the lagger after its restart"
+        );
+    }
     Ok(())
 }

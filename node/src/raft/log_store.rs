@@ -314,12 +314,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
     }
 
+    /// Not synced: openraft purges only entries that a stored (synced) snapshot
+    /// covers, and a purge lost in a crash only leaves entries that are no longer
+    /// needed.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.sync_wal())
-            .await
-            .map_err(|e| StorageIOError::write(&e))?
-            .map_err(|e| StorageIOError::write(&e))?;
         self.tail().purge(log_id.index);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(

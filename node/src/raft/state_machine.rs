@@ -1,31 +1,27 @@
 //! [`GroupStateMachine`]: openraft's `RaftStateMachine` adapter for one group. It runs
-//! the pure [`GroupMachine`] and persists what it changed, together with
-//! `last_applied` and the membership, in one RocksDB `WriteBatch` per apply call.
+//! the pure [`GroupMachine`] in memory (shared with readers through [`SharedState`]).
 //!
-//! The machine lives in memory (shared with readers through [`SharedState`]) and on
-//! disk (the `sm` family), never only in snapshots. State-machine writes are not
-//! fsync'd on their own: the log is, and the log store syncs the WAL before it purges
-//! anything, so after a crash the machine is re-applied from a durable log suffix.
-//! Snapshots are the dump of the machine, stored synced in the `snapshot` family.
+//! Applying writes nothing to disk. What makes the machine durable is the synced log
+//! and the group's last snapshot (the machine's dump, stored synced in the `snapshot`
+//! family): a group opens from its snapshot, and openraft re-applies the log after
+//! it (up to the stored committed index at start, the rest once a leader says it is
+//! committed). openraft purges only entries a stored snapshot covers, so that
+//! suffix is always there.
 
 use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use super::store::{group_end, group_key, Store, CF_SM, CF_SNAPSHOT};
+use super::store::{Store, CF_SNAPSHOT};
 use super::types::{
     Entry, GroupId, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 use crate::codec;
-use crate::domain::{Change, GroupKind, GroupMachine, Response};
-
-/// Adapter metadata keys: a 0x00 byte never starts a machine key.
-const META_APPLIED: &[u8] = b"\0applied";
-const META_MEMBERSHIP: &[u8] = b"\0membership";
+use crate::domain::{GroupKind, GroupMachine, Response};
 
 /// A group's applied state, shared between the Raft task and local readers.
 #[derive(Debug)]
@@ -59,7 +55,7 @@ struct SnapshotBody {
     kvs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// One group's state machine on the node's RocksDB.
+/// One group's state machine: in memory, opened from the group's stored snapshot.
 pub struct GroupStateMachine {
     group: GroupId,
     kind: GroupKind,
@@ -68,7 +64,8 @@ pub struct GroupStateMachine {
 }
 
 impl GroupStateMachine {
-    /// Loads the group's machine from disk (empty if the group is new here).
+    /// Opens the group's machine from its stored snapshot (empty if it has none);
+    /// openraft then re-applies the log after it.
     pub fn open(store: Store, group: GroupId, kind: GroupKind) -> Result<Self, StorageError> {
         let (last_applied, membership, machine) = load(&store, group, kind)?;
         let sm = Self {
@@ -89,10 +86,6 @@ impl GroupStateMachine {
         self.state.clone()
     }
 
-    fn key(&self, k: &[u8]) -> Vec<u8> {
-        group_key(self.group, k)
-    }
-
     fn read_stored_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
         read_stored_snapshot(&self.store, self.group)
     }
@@ -111,53 +104,45 @@ fn read_stored_snapshot(
         .transpose()
 }
 
-/// Reads a group's persisted machine; if a stored snapshot is newer than the
-/// persisted machine (only possible after losing unsynced writes), the snapshot wins.
+/// Restores a group's machine from its stored snapshot, or an empty machine at no
+/// log id if it has none.
 fn load(
     store: &Store,
     group: GroupId,
     kind: GroupKind,
 ) -> Result<(Option<LogId>, StoredMembership, GroupMachine), StorageError> {
-    let read_err =
-        |e: &dyn std::fmt::Display| StorageIOError::read_state_machine(&AnyErr(e.to_string()));
-    let start = group_key(group, &[]);
-    let end = group_end(group);
-    let mut last_applied = None;
-    let mut membership = StoredMembership::default();
-    let mut kvs = Vec::new();
-    let it = store.db().iterator_cf(
-        store.cf(CF_SM),
-        IteratorMode::From(&start, Direction::Forward),
-    );
-    for item in it {
-        let (k, v) = item.map_err(|e| read_err(&e))?;
-        if k.as_ref() >= end.as_slice() {
-            break;
-        }
-        let local = &k[8..];
-        if local == META_APPLIED {
-            last_applied = codec::decode(&v).map_err(|e| read_err(&e))?;
-        } else if local == META_MEMBERSHIP {
-            membership = codec::decode(&v).map_err(|e| read_err(&e))?;
-        } else {
-            kvs.push((local.to_vec(), v.to_vec()));
-        }
+    let Some((meta, data)) = read_stored_snapshot(store, group)? else {
+        return Ok((None, StoredMembership::default(), GroupMachine::new(kind)));
+    };
+    let sig = Some(meta.signature());
+    let body: SnapshotBody =
+        codec::decode(&data).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+    let machine = restore(kind, &body, &meta)?;
+    Ok((meta.last_log_id, meta.last_membership, machine))
+}
+
+/// The machine a snapshot body holds, refused if it is another kind of group's.
+fn restore(
+    kind: GroupKind,
+    body: &SnapshotBody,
+    meta: &SnapshotMeta,
+) -> Result<GroupMachine, StorageError> {
+    let sig = Some(meta.signature());
+    if body.kind != kind {
+        return Err(StorageIOError::read_snapshot(
+            sig,
+            &AnyErr(format!(
+                "snapshot of a {:?} group given to a {:?} group",
+                body.kind, kind
+            )),
+        )
+        .into());
     }
-    if let Some((meta, data)) = read_stored_snapshot(store, group)? {
-        if meta.last_log_id > last_applied {
-            let body: SnapshotBody = codec::decode(&data).map_err(|e| read_err(&e))?;
-            let machine = GroupMachine::restore(
-                kind,
-                body.kvs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-            )
-            .map_err(|e| read_err(&e))?;
-            return Ok((meta.last_log_id, meta.last_membership, machine));
-        }
-    }
-    let machine =
-        GroupMachine::restore(kind, kvs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
-            .map_err(|e| read_err(&e))?;
-    Ok((last_applied, membership, machine))
+    GroupMachine::restore(
+        kind,
+        body.kvs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    )
+    .map_err(|e| StorageIOError::read_snapshot(sig, &e).into())
 }
 
 /// A plain-message error for openraft's `AnyError` conversions.
@@ -185,49 +170,23 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let sm = self.store.cf(CF_SM);
-        let mut batch = WriteBatch::default();
         let mut responses = Vec::new();
-        let mut last = None;
-        {
-            let mut st = self.state.write();
-            for entry in entries {
-                last = Some(entry.log_id);
-                st.last_applied = Some(entry.log_id);
-                match entry.payload {
-                    EntryPayload::Blank => responses.push(Response::Empty),
-                    EntryPayload::Normal(cmd) => {
-                        let (response, changes) = st.machine.apply(cmd, entry.log_id.index);
-                        for change in changes {
-                            match change {
-                                Change::Put(k, v) => batch.put_cf(sm, self.key(&k), v),
-                                Change::Delete(k) => batch.delete_cf(sm, self.key(&k)),
-                            }
-                        }
-                        responses.push(response);
-                    }
-                    EntryPayload::Membership(m) => {
-                        st.membership = StoredMembership::new(Some(entry.log_id), m);
-                        let bytes = codec::encode(&st.membership)
-                            .map_err(|e| StorageIOError::write_state_machine(&e))?;
-                        batch.put_cf(sm, self.key(META_MEMBERSHIP), bytes);
-                        responses.push(Response::Empty);
-                    }
+        let mut st = self.state.write();
+        for entry in entries {
+            st.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => responses.push(Response::Empty),
+                EntryPayload::Normal(cmd) => {
+                    // The changes are the machine's records as key-values; the
+                    // snapshot dumps the same records, so nothing here keeps them.
+                    let (response, _changes) = st.machine.apply(cmd, entry.log_id.index);
+                    responses.push(response);
+                }
+                EntryPayload::Membership(m) => {
+                    st.membership = StoredMembership::new(Some(entry.log_id), m);
+                    responses.push(Response::Empty);
                 }
             }
-        }
-        if let Some(last) = last {
-            let bytes = codec::encode(&Some(last)).map_err(|e| StorageIOError::apply(last, &e))?;
-            batch.put_cf(sm, self.key(META_APPLIED), bytes);
-            // A failed write is fatal for the group (openraft stops it): never turned
-            // into a refusal, or replicas would diverge. Off the runtime's workers:
-            // an unsynced write still queues behind other groups' synced log
-            // appends in RocksDB's write group, i.e. waits for their fsync.
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.write(batch, false))
-                .await
-                .map_err(|e| StorageIOError::apply(last, &e))?
-                .map_err(|e| StorageIOError::apply(last, &e))?;
         }
         Ok(responses)
     }
@@ -254,41 +213,13 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let data = snapshot.into_inner();
         let body: SnapshotBody =
             codec::decode(&data).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
-        if body.kind != self.kind {
-            return Err(StorageIOError::read_snapshot(
-                sig,
-                &AnyErr(format!(
-                    "snapshot of a {:?} group sent to a {:?} group",
-                    body.kind, self.kind
-                )),
-            )
-            .into());
-        }
         // Decode everything before touching the disk.
-        let machine = GroupMachine::restore(
-            self.kind,
-            body.kvs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-        )
-        .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        let machine = restore(self.kind, &body, meta)?;
         let write_err = |e: &dyn std::fmt::Display| {
             StorageIOError::write_snapshot(sig.clone(), &AnyErr(e.to_string()))
         };
-        let sm = self.store.cf(CF_SM);
+        // Synced before openraft purges the entries it covers.
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(sm, group_key(self.group, &[]), group_end(self.group));
-        for (k, v) in &body.kvs {
-            batch.put_cf(sm, self.key(k), v);
-        }
-        batch.put_cf(
-            sm,
-            self.key(META_APPLIED),
-            codec::encode(&meta.last_log_id).map_err(|e| write_err(&e))?,
-        );
-        batch.put_cf(
-            sm,
-            self.key(META_MEMBERSHIP),
-            codec::encode(&meta.last_membership).map_err(|e| write_err(&e))?,
-        );
         batch.put_cf(
             self.store.cf(CF_SNAPSHOT),
             self.group.prefix(),
@@ -330,7 +261,8 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
 /// `boxoffice_raft_snapshot_lock_seconds` says how long it held applies up.
 ///
 /// Reading the group's range of the `sm` family at a RocksDB snapshot instead
-/// needs no lock at all, but was tried and not kept: it cost about twice the CPU
+/// (when applies still wrote the machine there) needed no lock at all, but was
+/// tried and not kept: it cost about twice the CPU
 /// of clone, dump and encode together (the iterator steps over every older version
 /// of a rewritten hold and the tombstone of every evicted request id, and sorts
 /// the vector memtable),

@@ -6,7 +6,7 @@ use openraft::storage::RaftLogStorage;
 
 use super::log_store::LogStore;
 use super::state_machine::GroupStateMachine;
-use super::store::{group_key, Store, CF_LOG, CF_SM};
+use super::store::{group_key, Store, CF_LOG};
 use super::types::{Entry, GroupId, StorageError, TypeConfig};
 use crate::codec;
 use crate::domain::GroupKind;
@@ -39,12 +39,6 @@ impl StoreBuilder<TypeConfig, LogStore, GroupStateMachine, tempfile::TempDir> fo
                 store.cf(CF_LOG),
                 group_key(other, &3u64.to_be_bytes()),
                 codec::encode(&entry).unwrap(),
-            )
-            .unwrap();
-            db.put_cf(
-                store.cf(CF_SM),
-                group_key(other, b"mclock"),
-                7i64.to_be_bytes(),
             )
             .unwrap();
         }

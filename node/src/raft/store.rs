@@ -4,7 +4,6 @@
 //! |---------------|------------------------------|-------------------------------|
 //! | `log`         | group (8B BE) + index (8B BE)| a Raft entry                  |
 //! | `raft`        | group + tag                  | vote, committed, last purged  |
-//! | `sm`          | group + machine key          | state-machine data and meta   |
 //! | `snapshot`    | group                        | the group's current snapshot  |
 //! | `default`     | `identity`                   | (cluster name, node id)       |
 //!
@@ -12,22 +11,15 @@
 //! big-endian group id, so one group is one contiguous range in each family and a
 //! group can be dropped or moved as a range.
 //!
-//! The `sm` family's memtable is a vector, not RocksDB's default skip list: each
-//! applied request writes a few keys there (its entry, the dedup record, the
-//! machine's meta), mostly random ids, and a skip-list insert into a large memtable
-//! is a walk of cache misses (about a tenth of the cluster's CPU in the join
-//! benchmark, docs/benchmarks.md). The family is only ever read by range scans when
-//! a group opens (the machine lives in memory), so appending and sorting once per
-//! flush is the cheaper shape. A vector memtable cannot take concurrent inserts, so
-//! the database writes its memtables from one thread per write group (what the
-//! write path did anyway).
+//! State machines live in memory and are durable through the log and their
+//! snapshots (`raft/state_machine.rs`), so applying writes nothing here. Data dirs
+//! of earlier versions also hold an `sm` family (the machines' records, written on
+//! every apply); it is dropped when such a dir is opened.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, MemtableFactory, Options, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 use super::types::GroupId;
 use crate::codec;
@@ -36,7 +28,8 @@ use crate::error::{Error, Result};
 
 pub(crate) const CF_LOG: &str = "log";
 pub(crate) const CF_RAFT: &str = "raft";
-pub(crate) const CF_SM: &str = "sm";
+/// Earlier versions' state-machine family, dropped at open.
+const LEGACY_CF_SM: &str = "sm";
 pub(crate) const CF_SNAPSHOT: &str = "snapshot";
 const IDENTITY_KEY: &[u8] = b"identity";
 
@@ -64,23 +57,29 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(4);
         opts.set_write_buffer_size(write_buffer);
-        opts.set_allow_concurrent_memtable_write(false);
-        let cfs = [CF_LOG, CF_RAFT, CF_SM, CF_SNAPSHOT]
+        // A dir that is not a database yet lists nothing (the open below says why
+        // a dir that should be one cannot be opened).
+        let legacy_sm = DB::list_cf(&opts, dir)
+            .map(|cfs| cfs.iter().any(|cf| cf == LEGACY_CF_SM))
+            .unwrap_or(false);
+        let names = [CF_LOG, CF_RAFT, CF_SNAPSHOT]
             .into_iter()
-            .map(|name| {
-                let mut cf = Options::default();
-                cf.set_write_buffer_size(write_buffer);
-                if name == CF_SM {
-                    cf.set_memtable_factory(MemtableFactory::Vector);
-                }
-                ColumnFamilyDescriptor::new(name, cf)
-            });
-        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
+            .chain(legacy_sm.then_some(LEGACY_CF_SM));
+        let cfs = names.map(|name| {
+            let mut cf = Options::default();
+            cf.set_write_buffer_size(write_buffer);
+            ColumnFamilyDescriptor::new(name, cf)
+        });
+        let mut db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
             Error::Config(format!(
                 "cannot open data dir {} as RocksDB: {e}",
                 dir.display()
             ))
         })?;
+        if legacy_sm {
+            db.drop_cf(LEGACY_CF_SM)?;
+            tracing::info!(dir = %dir.display(), "dropped the state-machine family of an earlier version (machines open from their snapshots and the log)");
+        }
         let store = Store { db: Arc::new(db) };
         store.check_identity(dir, cluster, node_id)?;
         Ok(store)
@@ -128,11 +127,6 @@ impl Store {
         self.db.write_opt(batch, &wo)
     }
 
-    /// Makes every write so far durable (fsyncs the shared WAL).
-    pub(crate) fn sync_wal(&self) -> Result<(), rocksdb::Error> {
-        self.db.flush_wal(true)
-    }
-
     /// Whether the group has any Raft state on this node (vote, log, or snapshot).
     pub fn group_has_state(&self, group: GroupId) -> Result<bool> {
         for cf in [CF_RAFT, CF_LOG, CF_SNAPSHOT] {
@@ -154,13 +148,6 @@ pub(crate) fn group_key(group: GroupId, suffix: &[u8]) -> Vec<u8> {
     k.extend_from_slice(&group.prefix());
     k.extend_from_slice(suffix);
     k
-}
-
-/// The first key past a group's range (for range deletes and scans). Group ids stay
-/// below `u64::MAX` (the catalog assigns them in sequence), so the next id exists.
-pub(crate) fn group_end(group: GroupId) -> Vec<u8> {
-    debug_assert!(group.0 < u64::MAX, "group id u64::MAX is never assigned");
-    group.0.saturating_add(1).to_be_bytes().to_vec()
 }
 
 #[cfg(test)]
@@ -188,10 +175,36 @@ mod tests {
     }
 
     #[test]
+    fn an_earlier_versions_state_machine_family_is_dropped_at_open() {
+        let dir = tempfile::tempdir().expect("test value");
+        {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            let db = DB::open_cf(
+                &opts,
+                dir.path(),
+                [CF_LOG, CF_RAFT, LEGACY_CF_SM, CF_SNAPSHOT],
+            )
+            .expect("test value");
+            let sm = db.cf_handle(LEGACY_CF_SM).expect("test value");
+            db.put_cf(sm, group_key(GroupId(1), b"k"), b"v")
+                .expect("test value");
+        }
+        let store = Store::open(dir.path(), "alpha", 1, &StorageSettings::default())
+            .expect("a dir with the old family opens");
+        assert!(store.db().cf_handle(LEGACY_CF_SM).is_none());
+        drop(store);
+        let cfs = DB::list_cf(&Options::default(), dir.path()).expect("test value");
+        assert!(!cfs.iter().any(|cf| cf == LEGACY_CF_SM), "{cfs:?}");
+        assert!(Store::open(dir.path(), "alpha", 1, &StorageSettings::default()).is_ok());
+    }
+
+    #[test]
     fn group_ranges_are_contiguous() {
-        assert!(group_key(GroupId(1), &[0xff; 20]) < group_end(GroupId(1)));
-        assert!(group_end(GroupId(1)) <= group_key(GroupId(2), &[]));
+        assert!(group_key(GroupId(1), &[0xff; 20]) < group_key(GroupId(2), &[]));
+        assert!(group_key(GroupId(1), &[]) < group_key(GroupId(1), &[0]));
         let last = GroupId(u64::MAX - 1);
-        assert!(group_key(last, &[0xff; 40]) < group_end(last));
+        assert!(group_key(last, &[0xff; 40]) < group_key(GroupId(u64::MAX), &[]));
     }
 }
