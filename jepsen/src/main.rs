@@ -45,6 +45,10 @@ enum Cmd {
         /// Largest clock skew the clock nemesis applies, either way.
         #[arg(long, default_value_t = 3000)]
         max_skew_ms: u64,
+        /// Snapshot every this many entries (a quarter kept behind it): small, so
+        /// restarts and laggards go through snapshots.
+        #[arg(long, default_value_t = 100)]
+        snapshot_every: u64,
         #[arg(long, default_value = "runs")]
         out: PathBuf,
     },
@@ -102,6 +106,7 @@ fn main() -> anyhow::Result<ExitCode> {
         clients,
         hold_seconds,
         max_skew_ms,
+        snapshot_every,
         out,
     } = cmd
     else {
@@ -139,6 +144,7 @@ fn main() -> anyhow::Result<ExitCode> {
         clients,
         hold_seconds,
         max_skew_ms,
+        snapshot_every,
         out: Some(out),
     }))?;
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -49,6 +49,10 @@ pub struct RunOpts {
     pub hold_seconds: u64,
     /// The clock nemesis skews clocks by at most this much either way.
     pub max_skew_ms: u64,
+    /// Each group builds a snapshot every this many applied entries, and keeps a
+    /// quarter of that behind it: small, so that restarted nodes open their groups
+    /// from a snapshot plus the log after it, and laggards catch up by snapshot.
+    pub snapshot_every: u64,
     /// Where to write `<run>/history.jsonl` and `<run>/report.json`.
     pub out: Option<PathBuf>,
 }
@@ -67,11 +71,30 @@ pub struct RunReport {
     pub faults: BTreeMap<String, usize>,
     /// Nemeses asked for that this machine cannot run, and why.
     pub unavailable: Vec<String>,
+    /// Snapshots the nodes built and installed during the run (from their logs).
+    pub snapshots: SnapshotCounts,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalog: Option<CatalogReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holds: Option<HoldsVerdict>,
     pub out_dir: Option<PathBuf>,
+}
+
+/// How often the run went through snapshots, counted from the nodes' logs.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SnapshotCounts {
+    pub built: usize,
+    pub installed: usize,
+}
+
+impl SnapshotCounts {
+    fn from_logs(logs: &str) -> Self {
+        let count = |what: &str| logs.lines().filter(|l| l.contains(what)).count();
+        Self {
+            built: count("built snapshot"),
+            installed: count("installed snapshot"),
+        }
+    }
 }
 
 impl RunReport {
@@ -150,6 +173,8 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
     let mut cluster = TestCluster::configure(ClusterOpts {
         nodes: opts.nodes,
         request_timeout_ms: 2000,
+        snapshot_logs_since_last: opts.snapshot_every.max(1),
+        max_in_snapshot_log_to_keep: opts.snapshot_every / 4,
         hosts: ips.values().copied().collect(),
         env,
         // The clients' users are not throttled.
@@ -291,6 +316,8 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
     }
     .await;
     let ops = history.ops();
+    let logs = c.log_tails(usize::MAX);
+    let snapshots = SnapshotCounts::from_logs(&logs);
     // The history, logs and pictures are written whatever happened.
     let dir = match &opts.out {
         Some(out) => {
@@ -303,7 +330,7 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
             std::fs::create_dir_all(&dir)?;
             let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("history.jsonl"))?);
             history.write_jsonl(&mut f)?;
-            std::fs::write(dir.join("logs.txt"), c.log_tails(usize::MAX))?;
+            std::fs::write(dir.join("logs.txt"), &logs)?;
             plot::write_all(&ops, &dir)?;
             Some(dir)
         }
@@ -338,6 +365,7 @@ pub async fn run(opts: RunOpts) -> Result<RunReport> {
         info: count(OpType::Info),
         faults,
         unavailable,
+        snapshots,
         catalog,
         holds,
         out_dir: dir.clone(),

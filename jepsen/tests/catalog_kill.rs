@@ -16,12 +16,18 @@ async fn catalog_survives_kills() -> anyhow::Result<()> {
         clients: 4,
         hold_seconds: 600,
         max_skew_ms: 0,
+        snapshot_every: 20,
         out: Some(out.path().to_path_buf()),
     })
     .await?;
     eprintln!("{}", serde_json::to_string_pretty(&report)?);
     assert!(report.faults["kill"] >= 1, "the nemesis killed something");
     assert!(report.ok > 0, "some writes were acknowledged");
+    assert!(
+        report.snapshots.built >= 1,
+        "the catalog went through snapshots: {:?}",
+        report.snapshots
+    );
     assert!(report.valid(), "checker: {:?}", report.catalog);
     let dir = report.out_dir.expect("run dir");
     assert!(

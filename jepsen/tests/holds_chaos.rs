@@ -80,6 +80,12 @@ fn holds_stay_linearizable_through_kills_pauses_partitions_and_skew() -> anyhow:
     for nemesis in ["kill", "pause", "clock"] {
         assert!(faults[nemesis].as_u64() >= Some(1), "{nemesis} happened");
     }
+    // Restarted nodes open their groups from snapshots (every 100 entries).
+    assert!(
+        report["snapshots"]["built"].as_u64() >= Some(1),
+        "snapshots were built: {}",
+        report["snapshots"]
+    );
     if root() {
         assert!(
             faults["partition"].as_u64() >= Some(1),

@@ -26,9 +26,11 @@
 //! client ─HTTP─▶ any node ─api─▶ Router ──(leader here?)──▶ Raft::client_write
 //!                                   │ no                        │ stamped with leader time
 //!                                   └─gRPC Forward─▶ leader ────┘
-//!   leader: append (1 synced WriteBatch) ─▶ replicate ─▶ commit ─▶ apply (pure machine)
-//!           ─▶ changes + last_applied in 1 WriteBatch ─▶ response to the client
+//!   leader: append (1 synced WriteBatch) ─▶ replicate ─▶ commit ─▶ apply (pure machine,
+//!           in memory) ─▶ response to the client
 //! ```
+//! A group's machine is durable as its last snapshot (synced) plus the synced log
+//! after it; a restarted group re-applies that log.
 //! ## Read path
 //! ```text
 //! client ─HTTP─▶ any node ─▶ local replica's applied state (+ applied index)

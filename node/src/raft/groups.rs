@@ -87,6 +87,7 @@ impl Groups {
         if let Some(g) = self.get(id) {
             return Ok(g);
         }
+        let opening = std::time::Instant::now();
         let log = LogStore::new(self.store.clone(), id);
         let sm = GroupStateMachine::open(self.store.clone(), id, kind)
             .map_err(|e| Error::Raft(format!("open state machine of {id}: {e}")))?;
@@ -95,6 +96,14 @@ impl Groups {
         let raft = Raft::new(self.peers.me(), self.config.clone(), network, log, sm)
             .await
             .map_err(|e| Error::Raft(format!("start {id}: {e}")))?;
+        // Opening restores the last snapshot and re-applies the committed log after
+        // it (openraft does that in `Raft::new`).
+        let opened = opening.elapsed();
+        metrics::histogram!("boxoffice_raft_group_open_seconds").record(opened.as_secs_f64());
+        if opened >= std::time::Duration::from_millis(100) {
+            let applied = state.read().last_applied.map(|l| l.index);
+            tracing::info!(group = %id, ms = opened.as_millis() as u64, ?applied, "opened group (snapshot restored, log re-applied)");
+        }
         fail_stop_on_fatal(id, &raft);
         let group = Arc::new(Group {
             id,
