@@ -21,8 +21,8 @@ pub enum GroupKind {
     Inventory,
 }
 
-/// The complete replicated state of one group, in memory; persisted through the
-/// [`Change`]s that [`GroupMachine::apply`] returns.
+/// The complete replicated state of one group, in memory; persisted as its dump
+/// ([`GroupMachine::dump`]) in the group's snapshots, plus the log after them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupMachine {
     /// Largest stamped time applied so far: time never runs backwards here, even

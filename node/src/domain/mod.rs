@@ -4,7 +4,9 @@
 //! event's inventory; the queue joins the inventory next) wrapped with what every group needs the same
 //! way — exactly-once by request id and a clock that only moves forward. `apply`
 //! takes a command stamped by the leader and returns the response plus the key-value
-//! [`Change`]s the storage adapter must persist atomically with `last_applied`.
+//! [`Change`]s it made to the machine's records. A machine is persisted as its dump
+//! (in snapshots) plus the log; the node drops the changes, and the tests check
+//! them against the dump.
 //!
 //! Key space of a group machine (the adapter prefixes the group id):
 //! `m…` machine metadata (the clock), `d…` request-id dedup entries, `x…` domain data.
@@ -39,8 +41,8 @@ pub struct ApplyCtx {
     pub now_ms: i64,
 }
 
-/// A key-value change produced by `apply`, persisted in the same batch as the
-/// applied log id.
+/// A key-value change produced by `apply`: what the machine's records (its dump)
+/// gained or lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Put(Vec<u8>, Vec<u8>),
