@@ -76,37 +76,13 @@ impl Store {
                 dir.display()
             ))
         })?;
+        // A dir another cluster or node wrote is refused before anything in it changes.
+        check_identity(&db, dir, cluster, node_id)?;
         if legacy_sm {
             db.drop_cf(LEGACY_CF_SM)?;
             tracing::info!(dir = %dir.display(), "dropped the state-machine family of an earlier version (machines open from their snapshots and the log)");
         }
-        let store = Store { db: Arc::new(db) };
-        store.check_identity(dir, cluster, node_id)?;
-        Ok(store)
-    }
-
-    fn check_identity(&self, dir: &Path, cluster: &str, node_id: u64) -> Result<()> {
-        let expected = (cluster.to_string(), node_id);
-        let describe = |(c, n): &(String, u64)| format!("node {n} of cluster {c:?}");
-        match self.db.get(IDENTITY_KEY)? {
-            Some(bytes) => {
-                let found: (String, u64) = codec::decode(&bytes)?;
-                if found != expected {
-                    return Err(Error::ForeignDataDir {
-                        dir: dir.to_path_buf(),
-                        found: describe(&found),
-                        expected: describe(&expected),
-                    });
-                }
-            }
-            None => {
-                let mut wo = WriteOptions::default();
-                wo.set_sync(true);
-                self.db
-                    .put_opt(IDENTITY_KEY, codec::encode(&expected)?, &wo)?;
-            }
-        }
-        Ok(())
+        Ok(Store { db: Arc::new(db) })
     }
 
     pub(crate) fn db(&self) -> &DB {
@@ -140,6 +116,31 @@ impl Store {
         }
         Ok(false)
     }
+}
+
+/// Writes the data dir's identity if it has none; refuses a dir that another
+/// cluster or node wrote.
+fn check_identity(db: &DB, dir: &Path, cluster: &str, node_id: u64) -> Result<()> {
+    let expected = (cluster.to_string(), node_id);
+    let describe = |(c, n): &(String, u64)| format!("node {n} of cluster {c:?}");
+    match db.get(IDENTITY_KEY)? {
+        Some(bytes) => {
+            let found: (String, u64) = codec::decode(&bytes)?;
+            if found != expected {
+                return Err(Error::ForeignDataDir {
+                    dir: dir.to_path_buf(),
+                    found: describe(&found),
+                    expected: describe(&expected),
+                });
+            }
+        }
+        None => {
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            db.put_opt(IDENTITY_KEY, codec::encode(&expected)?, &wo)?;
+        }
+    }
+    Ok(())
 }
 
 /// `group + suffix`.
@@ -190,13 +191,25 @@ mod tests {
             let sm = db.cf_handle(LEGACY_CF_SM).expect("test value");
             db.put_cf(sm, group_key(GroupId(1), b"k"), b"v")
                 .expect("test value");
+            let identity = codec::encode(&("alpha".to_string(), 1u64)).expect("test value");
+            db.put(IDENTITY_KEY, identity).expect("test value");
         }
+        let has_legacy = || {
+            DB::list_cf(&Options::default(), dir.path())
+                .expect("test value")
+                .iter()
+                .any(|cf| cf == LEGACY_CF_SM)
+        };
+        assert!(
+            Store::open(dir.path(), "beta", 1, &StorageSettings::default()).is_err(),
+            "another cluster's dir is refused"
+        );
+        assert!(has_legacy(), "a refused dir is left as it was");
         let store = Store::open(dir.path(), "alpha", 1, &StorageSettings::default())
             .expect("a dir with the old family opens");
         assert!(store.db().cf_handle(LEGACY_CF_SM).is_none());
         drop(store);
-        let cfs = DB::list_cf(&Options::default(), dir.path()).expect("test value");
-        assert!(!cfs.iter().any(|cf| cf == LEGACY_CF_SM), "{cfs:?}");
+        assert!(!has_legacy());
         assert!(Store::open(dir.path(), "alpha", 1, &StorageSettings::default()).is_ok());
     }
 
