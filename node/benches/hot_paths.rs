@@ -1,7 +1,8 @@
 //! The hot paths of a seat hold, without the network: applying a batch of hold
-//! commands to an event's inventory machine, a snapshot's cut of a busy event (and
-//! what it costs the applies beside it), encoding and decoding a log entry, and
-//! the log store's synced append. `cargo bench -p boxoffice-node --bench hot_paths`.
+//! commands to an event's inventory machine, a snapshot's cut of a busy event (what
+//! it costs the applies beside it, and encoding and decoding its dump), encoding
+//! and decoding a log entry, and the log store's synced append.
+//! `cargo bench -p boxoffice-node --bench hot_paths`.
 
 use std::hint::black_box;
 
@@ -15,7 +16,7 @@ use boxoffice_node::domain::inventory::{
     EventLayout, InventoryCommand, Pick, RowLayout, SectionLayout, TierLayout,
 };
 use boxoffice_node::domain::{ids, Command, CommandBody, GroupKind, GroupMachine};
-use boxoffice_node::raft::{Entry, GroupId, LogId, LogStore, Store};
+use boxoffice_node::raft::{Entry, GroupId, LogId, LogStore, SnapshotBody, Store};
 
 const EVENT: Uuid = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
 const SEATS: u32 = 20_000;
@@ -162,6 +163,26 @@ fn snapshot(c: &mut Criterion) {
     g.bench_function("dump an event with 10,000 holds", |b| {
         let frozen = full.freeze();
         b.iter(|| black_box(frozen.dump()))
+    });
+    // Encoding the dump (what a build writes) and decoding it (what an install or
+    // a restart reads): as byte strings, as the snapshot body has them, and as the
+    // sequences of u8 a `Vec<u8>` is to serde (the same bytes; earlier versions).
+    let dump = full.dump();
+    let body = SnapshotBody::of_dump(GroupKind::Inventory, dump.clone());
+    let bytes = codec::encode(&body).expect("encode");
+    let earlier = (GroupKind::Inventory, dump);
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("encode the dump as byte strings", |b| {
+        b.iter(|| codec::encode(black_box(&body)))
+    });
+    g.bench_function("encode the dump as u8 sequences (earlier)", |b| {
+        b.iter(|| codec::encode(black_box(&earlier)))
+    });
+    g.bench_function("decode the dump as byte strings", |b| {
+        b.iter(|| codec::decode::<SnapshotBody>(black_box(&bytes)))
+    });
+    g.bench_function("decode the dump as u8 sequences (earlier)", |b| {
+        b.iter(|| codec::decode::<(GroupKind, Vec<(Vec<u8>, Vec<u8>)>)>(black_box(&bytes)))
     });
     // What a frozen cut costs the applies that run while it is being dumped: the
     // first change to each shared node of a table copies that node.

@@ -70,7 +70,9 @@ pub struct RaftSettings {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many applied entries since the last one.
+    /// Each replica builds a snapshot every this many applied entries; a group's
+    /// replicas take turns, each offset by its share of the interval, so they do
+    /// not all build at the same entry (`raft::snapshot_turns`).
     pub snapshot_logs_since_last: u64,
     /// Log entries kept behind the snapshot (followers that lag less catch up by log).
     pub max_in_snapshot_log_to_keep: u64,

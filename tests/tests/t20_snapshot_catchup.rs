@@ -48,6 +48,33 @@ async fn a_node_down_past_compaction_catches_up_by_snapshot() -> Result<()> {
     .await?;
     eprintln!("leader purged up to {purged}; lagger had {lagger_last}");
 
+    // The replicas that were up took turns: each built at its own share of the
+    // interval (a third of it apart), never both at the same entry.
+    let other = c
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a second replica is up");
+    let mut built = Vec::new();
+    for id in [leader, other] {
+        built.push(
+            c.view(id)
+                .await?
+                .group(GROUP)
+                .and_then(|g| g.snapshot_index),
+        );
+    }
+    let (at_leader, at_other) = (built[0], built[1]);
+    eprintln!("last snapshots: leader {at_leader:?}, node {other} {at_other:?}");
+    assert!(
+        at_leader.is_some() && at_other.is_some(),
+        "both built a snapshot"
+    );
+    assert_ne!(
+        at_leader, at_other,
+        "replicas build in turns, not at the same entry"
+    );
+
     // The lagger returns: the entries it needs are gone, so only a snapshot can help.
     c.start_node(lagger)?;
     c.wait_converged(GROUP, Duration::from_secs(30)).await?;

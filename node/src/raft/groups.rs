@@ -8,6 +8,7 @@ use openraft::error::Fatal;
 
 use super::log_store::LogStore;
 use super::network::{GroupNetworkFactory, Peers};
+use super::snapshot_turns::{position_of, SnapshotTurns};
 use super::state_machine::{GroupStateMachine, SharedState};
 use super::store::Store;
 use super::types::{GroupId, Raft};
@@ -49,6 +50,8 @@ pub struct Groups {
     config: Arc<openraft::Config>,
     /// `raft.max_queue_wait_ms`.
     max_queue_wait: std::time::Duration,
+    /// `raft.snapshot_logs_since_last`.
+    snapshot_every: u64,
 }
 
 impl Groups {
@@ -58,9 +61,9 @@ impl Groups {
             heartbeat_interval: settings.heartbeat_ms,
             election_timeout_min: settings.election_timeout_min_ms,
             election_timeout_max: settings.election_timeout_max_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
-                settings.snapshot_logs_since_last,
-            ),
+            // Replicas build in turns (`snapshot_turns`), triggered by each group's
+            // watcher, not all at the same entry as openraft's own policy would.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: settings.max_in_snapshot_log_to_keep,
             install_snapshot_timeout: 2_000,
             ..Default::default()
@@ -74,6 +77,7 @@ impl Groups {
             peers,
             config: Arc::new(config),
             max_queue_wait: std::time::Duration::from_millis(settings.max_queue_wait_ms),
+            snapshot_every: settings.snapshot_logs_since_last,
         })
     }
 
@@ -104,7 +108,12 @@ impl Groups {
             let applied = state.read().last_applied.map(|l| l.index);
             tracing::info!(group = %id, ms = opened.as_millis() as u64, ?applied, "opened group (snapshot restored, log re-applied)");
         }
-        fail_stop_on_fatal(id, &raft);
+        watch_group(
+            id,
+            self.peers.me(),
+            &raft,
+            SnapshotTurns::new(self.snapshot_every),
+        );
         let group = Arc::new(Group {
             id,
             kind,
@@ -188,18 +197,41 @@ pub const EXIT_STORAGE_FAILED: i32 = 74;
 /// After a failed write or fsync, nothing in memory can be trusted to match the
 /// disk; recovery from the write-ahead log on restart is the only safe path. A
 /// group stopped on purpose ([`Groups::stop`]) is not a failure.
-fn fail_stop_on_fatal(id: GroupId, raft: &Raft) {
+///
+/// The same watcher, woken by every change of the group's metrics, triggers this
+/// replica's snapshot builds in its turn ([`SnapshotTurns`]). It holds a handle of
+/// the group's Raft until the group stops ([`Groups::stop`] shuts it down).
+fn watch_group(id: GroupId, me: u64, raft: &Raft, mut turns: SnapshotTurns) {
     let mut metrics = raft.metrics();
+    let raft = raft.clone();
     tokio::spawn(async move {
         loop {
-            let fatal = match &metrics.borrow_and_update().running_state {
-                Err(Fatal::Stopped) => return,
-                Err(fatal) => Some(fatal.to_string()),
-                Ok(()) => None,
+            let (fatal, due) = {
+                let m = metrics.borrow_and_update();
+                let fatal = match &m.running_state {
+                    Err(Fatal::Stopped) => return,
+                    Err(fatal) => Some(fatal.to_string()),
+                    Ok(()) => None,
+                };
+                let membership = m.membership_config.membership();
+                let (position, replicas) =
+                    position_of(me, membership.voter_ids().chain(membership.learner_ids()));
+                let due = turns.due(
+                    m.last_applied.map(|l| l.index),
+                    m.snapshot.map(|l| l.index),
+                    position,
+                    replicas,
+                );
+                (fatal, due)
             };
             if let Some(fatal) = fatal {
                 tracing::error!(group = %id, "raft failed, the node stops: {fatal}");
                 std::process::exit(EXIT_STORAGE_FAILED);
+            }
+            // A stopped group answers the trigger with an error; its metrics then
+            // say `Stopped` and the loop ends above.
+            if due && raft.trigger().snapshot().await.is_err() {
+                tracing::debug!(group = %id, "snapshot trigger refused (group stopping)");
             }
             if metrics.changed().await.is_err() {
                 return;

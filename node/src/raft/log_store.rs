@@ -3,7 +3,8 @@
 //! Durability: an append is one `WriteBatch` written with `sync`, and openraft is told
 //! the entries are flushed only after it returns. Votes and truncations are synced too.
 //! The committed index is persisted without sync (openraft re-learns it from the leader).
-//! Purging first syncs the WAL, so state-machine writes of everything applied so far
+//! Purging is not synced: openraft purges only entries a stored, synced snapshot
+//! covers, so a purge lost in a crash leaves only entries no longer needed.
 //! are durable before the log entries that produced them disappear.
 //!
 //! Reads: applying and replicating read back what was just appended, so the newest

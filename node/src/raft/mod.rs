@@ -14,6 +14,7 @@ mod network;
 pub mod quiesce;
 mod read_index;
 mod service;
+mod snapshot_turns;
 mod state_machine;
 mod store;
 mod types;
@@ -25,7 +26,7 @@ pub use log_store::LogStore;
 pub use network::{Peers, MAX_MESSAGE_BYTES};
 pub use read_index::{ReadIndexBatch, ReadIndexResult, ReadPoint};
 pub use service::PeerService;
-pub use state_machine::{AppliedState, GroupStateMachine, SharedState};
+pub use state_machine::{AppliedState, GroupStateMachine, SharedState, SnapshotBody};
 pub use store::Store;
 pub use types::{Entry, GroupId, LogId, NodeId, NodeInfo, Raft, RaftMetrics, TypeConfig};
 

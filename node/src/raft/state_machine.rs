@@ -15,6 +15,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
+use serde_bytes::{ByteBuf, Bytes};
 
 use super::store::{Store, CF_SNAPSHOT};
 use super::types::{
@@ -49,10 +50,35 @@ impl SharedState {
 }
 
 /// What a snapshot carries besides its meta: every key-value of the machine.
+///
+/// Keys and values are byte strings to serde ([`ByteBuf`]), so bincode writes each
+/// as its length and one copy. A `Vec<u8>` goes to serde as a sequence, one call
+/// per byte: the same bytes (a length, then each byte), encoded and decoded several
+/// times slower, which is what snapshots of earlier versions were written as. They
+/// still decode, and earlier versions decode these.
 #[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    kind: GroupKind,
-    kvs: Vec<(Vec<u8>, Vec<u8>)>,
+pub struct SnapshotBody {
+    pub kind: GroupKind,
+    pub kvs: Vec<(ByteBuf, ByteBuf)>,
+}
+
+impl SnapshotBody {
+    /// The body of a machine's dump ([`GroupMachine::dump`]); nothing is copied.
+    pub fn of_dump(kind: GroupKind, kvs: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
+        Self {
+            kind,
+            kvs: kvs
+                .into_iter()
+                .map(|(k, v)| (ByteBuf::from(k), ByteBuf::from(v)))
+                .collect(),
+        }
+    }
+}
+
+/// A stored snapshot: its meta and its encoded [`SnapshotBody`] (a byte string to
+/// serde, as the body's keys and values are).
+fn encode_stored(meta: &SnapshotMeta, data: &[u8]) -> crate::error::Result<Vec<u8>> {
+    codec::encode(&(meta, Bytes::new(data)))
 }
 
 /// One group's state machine: in memory, opened from the group's stored snapshot.
@@ -100,7 +126,11 @@ fn read_stored_snapshot(
         .get_cf(store.cf(CF_SNAPSHOT), group.prefix())
         .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
     bytes
-        .map(|b| codec::decode(&b).map_err(|e| StorageIOError::read_snapshot(None, &e).into()))
+        .map(|b| {
+            codec::decode::<(SnapshotMeta, ByteBuf)>(&b)
+                .map(|(meta, data)| (meta, data.into_vec()))
+                .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+        })
         .transpose()
 }
 
@@ -223,7 +253,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         batch.put_cf(
             self.store.cf(CF_SNAPSHOT),
             self.group.prefix(),
-            codec::encode(&(meta, &data)).map_err(|e| write_err(&e))?,
+            encode_stored(meta, &data).map_err(|e| write_err(&e))?,
         );
         self.store.write(batch, true).map_err(|e| write_err(&e))?;
         {
@@ -250,9 +280,10 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
 /// records frozen under the read lock, [`GroupMachine::freeze`]), dumped and
 /// encoded on the blocking pool.
 ///
-/// openraft builds snapshots while the group applies, and every replica of a
-/// group reaches the snapshot threshold at the same index, so whatever a build
-/// holds up, it holds up on all of them at once. Dumping and encoding the machine
+/// openraft builds snapshots while the group applies, and with openraft's own
+/// policy every replica of a group reached the snapshot threshold at the same
+/// index, so whatever a build held up, it held up on all of them at once (the
+/// replicas now take turns, `snapshot_turns`). Dumping and encoding the machine
 /// under the lock, on a runtime worker, stalled applies on every replica for
 /// about two seconds in the overload benchmark (an event's dedup entries and
 /// holds, tens of thousands of them); a clone of the whole machine under the lock
@@ -303,13 +334,9 @@ impl RaftSnapshotBuilder<TypeConfig> for GroupSnapshotBuilder {
             meta.clone(),
         );
         let data = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, AnyErr> {
-            let body = SnapshotBody {
-                kind,
-                kvs: frozen.dump(),
-            };
+            let body = SnapshotBody::of_dump(kind, frozen.dump());
             let data = codec::encode(&body).map_err(|e| AnyErr(e.to_string()))?;
-            let stored =
-                codec::encode(&(&stored_meta, &data)).map_err(|e| AnyErr(e.to_string()))?;
+            let stored = encode_stored(&stored_meta, &data).map_err(|e| AnyErr(e.to_string()))?;
             let mut batch = WriteBatch::default();
             batch.put_cf(store.cf(CF_SNAPSHOT), key, stored);
             store
@@ -334,5 +361,50 @@ impl RaftSnapshotBuilder<TypeConfig> for GroupSnapshotBuilder {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How earlier versions wrote a snapshot body: keys and values as `Vec<u8>`.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct EarlierBody {
+        kind: GroupKind,
+        kvs: Vec<(Vec<u8>, Vec<u8>)>,
+    }
+
+    #[test]
+    fn snapshots_encode_as_earlier_versions_wrote_them() {
+        let kvs = vec![
+            (vec![1, 2, 3], vec![]),
+            (vec![0xff; 200], (0..=255).collect()),
+        ];
+        let earlier = codec::encode(&EarlierBody {
+            kind: GroupKind::Inventory,
+            kvs: kvs.clone(),
+        })
+        .expect("encode");
+        let now = codec::encode(&SnapshotBody::of_dump(GroupKind::Inventory, kvs.clone()))
+            .expect("encode");
+        assert_eq!(now, earlier, "the same bytes");
+        let back: SnapshotBody = codec::decode(&earlier).expect("decode");
+        assert_eq!(back.kind, GroupKind::Inventory);
+        let back: Vec<(Vec<u8>, Vec<u8>)> = back
+            .kvs
+            .into_iter()
+            .map(|(k, v)| (k.into_vec(), v.into_vec()))
+            .collect();
+        assert_eq!(back, kvs);
+        let to_earlier: EarlierBody = codec::decode(&now).expect("decode");
+        assert_eq!(to_earlier.kvs, kvs);
+
+        // The stored form (meta, body) too.
+        let meta = SnapshotMeta::default();
+        let stored = encode_stored(&meta, &now).expect("encode");
+        assert_eq!(stored, codec::encode(&(&meta, &now)).expect("encode"));
+        let (m, data): (SnapshotMeta, ByteBuf) = codec::decode(&stored).expect("decode");
+        assert_eq!((m, data.into_vec()), (meta, now));
     }
 }
