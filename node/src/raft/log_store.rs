@@ -5,7 +5,6 @@
 //! The committed index is persisted without sync (openraft re-learns it from the leader).
 //! Purging is not synced: openraft purges only entries a stored, synced snapshot
 //! covers, so a purge lost in a crash leaves only entries no longer needed.
-//! are durable before the log entries that produced them disappear.
 //!
 //! Reads: applying and replicating read back what was just appended, so the newest
 //! entries stay in memory as well ([`Tail`]) and those reads need no RocksDB
