@@ -2,7 +2,11 @@
 //!
 //! Durability: an append is one `WriteBatch` written with `sync`, and openraft is told
 //! the entries are flushed only after it returns. Votes and truncations are synced too.
-//! The committed index is persisted without sync (openraft re-learns it from the leader).
+//! The committed index is not written on its own: openraft reports it after every
+//! commit, and it rides along with the group's next log write (an append, truncation,
+//! purge or vote), so the stored one trails by about one batch. openraft needs it
+//! only to re-apply on restart without waiting for a leader, and re-learns the rest
+//! from the leader.
 //! Purging is not synced: openraft purges only entries a stored, synced snapshot
 //! covers, so a purge lost in a crash leaves only entries no longer needed.
 //!
@@ -108,6 +112,9 @@ pub struct LogStore {
     store: Store,
     /// Shared with the readers openraft clones from this store.
     tail: Arc<Mutex<Tail>>,
+    /// The newest committed log id openraft reported, written with the next log
+    /// write (see the module doc); `None` until it reports one.
+    committed: Arc<Mutex<Option<LogId>>>,
 }
 
 impl LogStore {
@@ -116,11 +123,27 @@ impl LogStore {
             group,
             store,
             tail: Arc::default(),
+            committed: Arc::default(),
         }
     }
 
     fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
         self.tail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn committed(&self) -> Option<LogId> {
+        *self.committed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new batch for a log write, carrying the newest committed log id reported
+    /// since the last one.
+    fn batch(&self) -> Result<WriteBatch, StorageError> {
+        let mut batch = WriteBatch::default();
+        if let Some(committed) = self.committed() {
+            let bytes = codec::encode(&Some(committed)).map_err(|e| StorageIOError::write(&e))?;
+            batch.put_cf(self.store.cf(CF_RAFT), self.meta_key(TAG_COMMITTED), bytes);
+        }
+        Ok(batch)
     }
 
     /// Appends `entries` in one RocksDB batch and fsyncs it: the work of
@@ -130,7 +153,7 @@ impl LogStore {
         &mut self,
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<(), StorageError> {
-        let mut batch = WriteBatch::default();
+        let mut batch = self.batch()?;
         let mut written = Vec::new();
         for entry in entries {
             let bytes = codec::encode(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
@@ -262,7 +285,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let mut batch = WriteBatch::default();
+        let mut batch = self.batch()?;
         let bytes = codec::encode(vote).map_err(|e| StorageIOError::write_vote(&e))?;
         batch.put_cf(self.store.cf(CF_RAFT), self.meta_key(TAG_VOTE), bytes);
         self.write_blocking(batch, true, |e| StorageIOError::write_vote(e))
@@ -273,16 +296,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_meta(TAG_VOTE)
     }
 
+    /// Remembered, not written: the next log write carries it (module doc). openraft
+    /// awaits this before every apply, so a write of its own, on every node after
+    /// every commit, held each group's Raft core up for a blocking-pool round trip.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let bytes = codec::encode(&committed).map_err(|e| StorageIOError::write(&e))?;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.store.cf(CF_RAFT), self.meta_key(TAG_COMMITTED), bytes);
-        self.write_blocking(batch, false, |e| StorageIOError::write(e))
-            .await
+        let mut held = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        // Committed log ids only grow; never let an older report replace a newer one.
+        if committed > *held {
+            *held = committed;
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_meta::<Option<LogId>>(TAG_COMMITTED)?.flatten())
+        match self.committed() {
+            Some(c) => Ok(Some(c)),
+            None => Ok(self.get_meta::<Option<LogId>>(TAG_COMMITTED)?.flatten()),
+        }
     }
 
     async fn append<I>(
@@ -304,7 +334,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.tail().truncate(log_id.index);
-        let mut batch = WriteBatch::default();
+        let mut batch = self.batch()?;
         batch.delete_range_cf(
             self.store.cf(CF_LOG),
             self.log_key(log_id.index),
@@ -319,7 +349,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// needed.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.tail().purge(log_id.index);
-        let mut batch = WriteBatch::default();
+        let mut batch = self.batch()?;
         batch.delete_range_cf(
             self.store.cf(CF_LOG),
             self.log_key(0),
@@ -390,5 +420,38 @@ mod tests {
             "one entry over the byte bound stays alone"
         );
         assert_eq!(tail.bytes, TAIL_BYTES);
+    }
+
+    #[tokio::test]
+    async fn the_committed_index_rides_with_the_next_log_write() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), "t", 1, &Default::default()).expect("open store");
+        let mut log = LogStore::new(store.clone(), GroupId(7));
+        log.write_entries([entry(1), entry(2)]).await?;
+        log.save_committed(Some(entry(2).log_id)).await?;
+        // Reported, not yet written: this store answers it, a reopened one does not.
+        assert_eq!(log.read_committed().await?, Some(entry(2).log_id));
+        assert_eq!(
+            LogStore::new(store.clone(), GroupId(7))
+                .read_committed()
+                .await?,
+            None
+        );
+        // An older report never replaces a newer one.
+        log.save_committed(Some(entry(1).log_id)).await?;
+        log.write_entries([entry(3)]).await?;
+        assert_eq!(
+            LogStore::new(store.clone(), GroupId(7))
+                .read_committed()
+                .await?,
+            Some(entry(2).log_id),
+            "the append carried the newest committed log id"
+        );
+        // Other groups' committed index is their own.
+        assert_eq!(
+            LogStore::new(store, GroupId(8)).read_committed().await?,
+            None
+        );
+        Ok(())
     }
 }
