@@ -3,8 +3,9 @@
 //! reqwest is general: TLS, redirects, proxies, a URL (with IDNA) parsed per
 //! request, and a connection task per connection that talks to the caller over a
 //! channel. In `bench overload` at 3× that cost the generator most of a core on
-//! the same two cores as the nodes it measures. [`Wire`] keeps a pool of
-//! keep-alive connections to one plain `http://` node and does each exchange in
+//! the same two cores as the nodes it measures. [`Wire`] keeps a pool of at most
+//! [`MAX_CONNECTIONS`] keep-alive connections to one plain `http://` node (a
+//! request finding all of them busy waits for one) and does each exchange in
 //! the caller's task: the request written from one buffer, the response head
 //! parsed with `httparse`, the body read by its `Content-Length`.
 //!
@@ -21,8 +22,16 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Idle connections kept per node; more are closed after their exchange.
-const MAX_IDLE: usize = 1024;
+/// Connections open to one node at most, as a population of fans' apps would
+/// have: a request that finds them all busy waits for one, and the wait is part
+/// of its latency (the exchange's timeout covers it).
+///
+/// Unbounded, an open-loop step turned a slow moment into a connection storm:
+/// each request beyond those in flight opened a connection, the nodes spent their
+/// CPU on handshakes, teardowns and the memory of thousands of connections
+/// (`bench overload` at 3× went past 8,000 to three nodes), answered slower still, and
+/// more connections opened. docs/benchmarks.md, "Overload".
+pub const MAX_CONNECTIONS: usize = 1024;
 /// Response head lines understood (the nodes send about ten).
 const MAX_HEADERS: usize = 64;
 
@@ -54,6 +63,8 @@ pub struct Wire {
     host: String,
     timeout: Duration,
     idle: Mutex<Vec<Conn>>,
+    /// One permit per connection in use or idle; see [`MAX_CONNECTIONS`].
+    slots: tokio::sync::Semaphore,
 }
 
 struct Conn {
@@ -87,7 +98,14 @@ impl Wire {
             host: hostport.to_string(),
             timeout,
             idle: Mutex::new(Vec::new()),
+            slots: tokio::sync::Semaphore::new(MAX_CONNECTIONS),
         })
+    }
+
+    /// The same transport with at most `n` connections (at least one).
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.slots = tokio::sync::Semaphore::new(n.max(1));
+        self
     }
 
     /// Sends one request: `headers` as given, `body` as JSON when present.
@@ -144,6 +162,12 @@ impl Wire {
     }
 
     async fn exchange(&self, request: &[u8]) -> Result<Reply, WireError> {
+        // Never closed, so acquiring fails only if the semaphore were closed.
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| WireError::Request(e.to_string()))?;
         let pooled = self.lock().pop();
         if let Some(mut conn) = pooled {
             match conn.exchange(request).await {
@@ -177,12 +201,10 @@ impl Wire {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Back to the pool, which the slots keep under [`MAX_CONNECTIONS`].
     fn release(&self, conn: Conn, reusable: bool) {
         if reusable {
-            let mut idle = self.lock();
-            if idle.len() < MAX_IDLE {
-                idle.push(conn);
-            }
+            self.lock().push(conn);
         }
     }
 }
@@ -481,6 +503,50 @@ mod tests {
             assert_eq!(reply.status, 204);
         }
         task.await.expect("server saw two connections");
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_connection_cap_wait_for_a_connection() {
+        // Answers every request on every connection after a pause, counting the
+        // connections it accepted.
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", l.local_addr().expect("addr"));
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = accepted.clone();
+        let _server = tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.expect("accept");
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        if s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let wire = std::sync::Arc::new(
+            Wire::for_base(&base, Duration::from_secs(5))
+                .expect("plain http")
+                .with_max_connections(2),
+        );
+        let sends: Vec<_> = (0..10)
+            .map(|_| {
+                let wire = wire.clone();
+                tokio::spawn(async move { wire.send("DELETE", "/v1/x", &[], None).await })
+            })
+            .collect();
+        for send in sends {
+            let reply = send.await.expect("task").expect("answered");
+            assert_eq!(reply.status, 204);
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -119,6 +119,12 @@ pub struct ApiSettings {
     /// Requests a node serves at once under `/v1`, at most; past its current limit
     /// it answers 503 `OVERLOADED` with `Retry-After` at once instead of queueing.
     pub max_in_flight: usize,
+    /// The floor of that limit: however slow requests get, a node keeps serving
+    /// this many at once (capped at `max_in_flight`). Under overload on a
+    /// saturated machine the latency stays above target at any limit, so the
+    /// limit sits here: low enough to refuse the excess at once, high enough not
+    /// to refuse what the cluster can serve (docs/benchmarks.md, "Overload").
+    pub min_in_flight: usize,
     /// The mean latency the node's admission steers for: its in-flight limit comes
     /// down while requests take longer than this, and goes back up to
     /// `max_in_flight` while they don't (see `api::admission`).
@@ -138,6 +144,7 @@ impl Default for ApiSettings {
             max_body_bytes: 1 << 20,
             session_ttl_seconds: 3600,
             max_in_flight: 1024,
+            min_in_flight: 128,
             target_latency_ms: 40,
             require_api_key: false,
             password_hash_memory_kib: 19_456,
@@ -529,6 +536,9 @@ impl ClusterConfig {
         }
         if self.api.max_in_flight == 0 {
             return bad("api.max_in_flight must be at least 1".into());
+        }
+        if self.api.min_in_flight == 0 {
+            return bad("api.min_in_flight must be at least 1".into());
         }
         if self.raft.max_queue_wait_ms == 0 {
             return bad("raft.max_queue_wait_ms must be at least 1".into());

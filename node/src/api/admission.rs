@@ -5,7 +5,7 @@
 //! limit by the latency it observes, additive increase and multiplicative decrease:
 //! every window ([`WINDOW`]) whose mean latency is above `api.target_latency_ms`
 //! cuts the limit by a fifth; a window under it that was held back by the limit
-//! raises it by a tenth. The limit stays between [`MIN_LIMIT`] and
+//! raises it by a tenth. The limit stays between `api.min_in_flight` and
 //! `api.max_in_flight`. A request over the limit is answered at once with 503
 //! `OVERLOADED` and `Retry-After: 1`, so the excess of an overload is refused in
 //! milliseconds while what is admitted is served within the target.
@@ -27,8 +27,6 @@ use std::time::{Duration, Instant};
 
 /// How often the limit is reconsidered.
 pub const WINDOW: Duration = Duration::from_millis(100);
-/// The limit never goes below this: a node always serves a few requests at once.
-pub const MIN_LIMIT: f64 = 32.0;
 /// How far over the limit [`Priority::Finish`] requests are still admitted, as a
 /// share of the limit.
 pub const FINISH_HEADROOM: f64 = 0.25;
@@ -47,6 +45,8 @@ pub enum Priority {
 /// One node's admission state.
 pub struct Admission {
     state: Mutex<State>,
+    /// The floor: a node always serves this many at once (at most `max`).
+    min: f64,
     max: f64,
     target: Duration,
 }
@@ -68,10 +68,12 @@ pub struct Ticket {
 }
 
 impl Admission {
-    /// Starts at the ceiling: the limit only comes down once latency says so.
-    pub fn new(max_in_flight: usize, target: Duration) -> Arc<Self> {
+    /// Starts at the ceiling: the limit only comes down once latency says so, and
+    /// never below `min_in_flight` (nor above `max_in_flight`).
+    pub fn new(min_in_flight: usize, max_in_flight: usize, target: Duration) -> Arc<Self> {
         let max = (max_in_flight as f64).max(1.0);
         Arc::new(Self {
+            min: (min_in_flight as f64).clamp(1.0, max),
             state: Mutex::new(State {
                 in_flight: 0,
                 limit: max,
@@ -126,9 +128,8 @@ impl Admission {
             return;
         }
         let mean = s.latency_sum / s.completed.max(1);
-        let min = MIN_LIMIT.min(self.max);
         if mean > self.target {
-            s.limit = (s.limit * 0.8).max(min);
+            s.limit = (s.limit * 0.8).max(self.min);
         } else if s.limited {
             s.limit = (s.limit + (s.limit / 10.0).max(1.0)).min(self.max);
         }
@@ -173,19 +174,20 @@ mod tests {
 
     #[test]
     fn slow_windows_cut_the_limit_and_fast_full_ones_raise_it() {
-        let a = Admission::new(100, Duration::from_millis(50));
+        const FLOOR: usize = 32;
+        let a = Admission::new(FLOOR, 100, Duration::from_millis(50));
         assert_eq!(a.limit(), 100);
         window(&a, 10, Duration::from_millis(200));
         assert_eq!(a.limit(), 80);
         for _ in 0..20 {
             window(&a, 10, Duration::from_millis(200));
         }
-        assert_eq!(a.limit(), MIN_LIMIT as usize, "never below the floor");
+        assert_eq!(a.limit(), FLOOR, "never below the floor");
         // At the limit: the next request is refused until one is answered.
-        let held: Vec<_> = (0..MIN_LIMIT as usize)
+        let held: Vec<_> = (0..FLOOR)
             .filter_map(|_| a.try_admit(Priority::Start))
             .collect();
-        assert_eq!(held.len(), MIN_LIMIT as usize);
+        assert_eq!(held.len(), FLOOR);
         assert!(a.try_admit(Priority::Start).is_none());
         drop(held);
         // Fast windows that hit the limit raise it again, up to the ceiling.
@@ -202,7 +204,7 @@ mod tests {
 
     #[test]
     fn finishing_work_goes_a_quarter_over_the_limit_and_no_further() {
-        let a = Admission::new(40, Duration::from_millis(50));
+        let a = Admission::new(32, 40, Duration::from_millis(50));
         let new: Vec<_> = (0..60)
             .filter_map(|_| a.try_admit(Priority::Start))
             .collect();

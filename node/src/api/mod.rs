@@ -123,6 +123,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.api.max_body_bytes;
     let max_in_flight = state.config.api.max_in_flight;
     let admission = admission::Admission::new(
+        state.config.api.min_in_flight,
         max_in_flight,
         Duration::from_millis(state.config.api.target_latency_ms),
     );
