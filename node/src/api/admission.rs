@@ -203,6 +203,19 @@ mod tests {
     }
 
     #[test]
+    fn a_floor_above_the_ceiling_is_the_ceiling() {
+        let a = Admission::new(128, 40, Duration::from_millis(50));
+        for _ in 0..3 {
+            window(&a, 10, Duration::from_millis(200));
+        }
+        assert_eq!(a.limit(), 40, "slow windows cannot lift the limit past it");
+        let held: Vec<_> = (0..60)
+            .filter_map(|_| a.try_admit(Priority::Start))
+            .collect();
+        assert_eq!(held.len(), 40);
+    }
+
+    #[test]
     fn finishing_work_goes_a_quarter_over_the_limit_and_no_further() {
         let a = Admission::new(32, 40, Duration::from_millis(50));
         let new: Vec<_> = (0..60)
